@@ -1,0 +1,1 @@
+"""zonechat center role."""

@@ -1,0 +1,243 @@
+"""One config file for every process: typed sections whose defaults are the documented ones.
+
+Errors name the config path (``gate.max_frame: expected int, got 'x'``) so an operator
+knows which line to fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+ROLES = ("gate", "login", "center", "zone", "dc", "log")
+
+
+class ConfigError(Exception):
+    def __init__(self, msg: str, path: str = ""):
+        self.path = path
+        super().__init__(f"{path}: {msg}" if path else msg)
+
+
+@dataclass(frozen=True)
+class ClusterConf:
+    name: str = "zonechat"
+    secret: str = "zonechat-dev-secret-change-me"
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class RedisConf:
+    managed: bool = True
+    host: str = "127.0.0.1"
+    port: int = 7379
+    url: str | None = None
+    appendfsync: str = "everysec"
+
+
+@dataclass(frozen=True)
+class BusConf:
+    hwm: int = 100000
+
+
+@dataclass(frozen=True)
+class GateConf:
+    max_frame: int = 65536
+    login_timeout: float = 10
+    idle_timeout: float = 60
+    outbox_bytes: int = 1048576
+    send_rate: float = 20
+    send_burst: int = 40
+    max_inflight: int = 256
+    max_connections: int = 18000
+    request_timeout: float = 5
+    failed_logins: int = 10
+    ws_origins: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoginConf:
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 1
+    token_ttl: int = 86400
+    failed_logins: int = 10
+    failed_window: int = 60
+
+
+@dataclass(frozen=True)
+class ChatConf:
+    slots: int = 1024
+    body_max: int = 4096
+    cid_max: int = 64
+    sync_default: int = 100
+    sync_max: int = 500
+    replay_max: int = 1000
+    room_history: int = 1000
+    join_recent: int = 50
+    dedup_ttl: int = 86400
+
+
+@dataclass(frozen=True)
+class LogConf:
+    rotate_bytes: int = 64 * 1024 * 1024
+    keep_files: int = 20
+    queue_max: int = 100000
+
+
+@dataclass(frozen=True)
+class SupervisorConf:
+    graceful_timeout: float = 10
+    ready_timeout: float = 30
+    restart_attempts: int = 5
+    restart_window: float = 60
+    retry_in: float = 30
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    role: str
+    host: str = "127.0.0.1"
+    bus_port: int = 0
+    tcp_port: int | None = None
+    ws_port: int | None = None
+    admin_port: int | None = None
+
+    @property
+    def bus_addr(self) -> str:
+        return f"tcp://{self.host}:{self.bus_port}"
+
+
+SECTIONS = {
+    "cluster": ClusterConf, "redis": RedisConf, "bus": BusConf, "gate": GateConf,
+    "login": LoginConf, "chat": ChatConf, "log": LogConf, "supervisor": SupervisorConf,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: ClusterConf
+    redis: RedisConf
+    bus: BusConf
+    gate: GateConf
+    login: LoginConf
+    chat: ChatConf
+    log: LogConf
+    supervisor: SupervisorConf
+    nodes: dict
+    path: str = ""
+
+    @property
+    def data_dir(self) -> str:
+        base = os.path.dirname(os.path.abspath(self.path)) if self.path else os.getcwd()
+        return os.path.join(base, self.cluster.data_dir)
+
+    @property
+    def redis_url(self) -> str:
+        if self.redis.url and not self.redis.managed:
+            return self.redis.url
+        return f"redis://{self.redis.host}:{self.redis.port}/0"
+
+    def nodes_of(self, role: str) -> list[NodeSpec]:
+        return [n for n in self.nodes.values() if n.role == role]
+
+    def node(self, name: str) -> NodeSpec:
+        if name not in self.nodes:
+            raise ConfigError(f"no node named {name!r} (known: {', '.join(self.nodes)})", "nodes")
+        return self.nodes[name]
+
+
+def _coerce(value: Any, typ: Any, path: str) -> Any:
+    """Check ``value`` against a dataclass field annotation (given as a string)."""
+    typ = str(typ)
+    if value is None:
+        if "None" in typ:
+            return None
+        raise ConfigError(f"must not be empty (expected {typ})", path)
+    if typ.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif typ.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ.startswith("str"):
+        if isinstance(value, str):
+            return value
+    elif typ.startswith("list"):
+        if isinstance(value, list):
+            return list(value)
+    else:
+        return value
+    raise ConfigError(f"expected {typ.split(' ')[0]}, got {value!r}", path)
+
+
+def _section(cls: type, raw: Any, path: str, extra: dict | None = None):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a mapping, got {type(raw).__name__}", path)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = dict(extra or {})
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", f"{path}.{key}")
+        kwargs[key] = _coerce(value, known[key].type, f"{path}.{key}")
+    return cls(**kwargs)
+
+
+def _nodes(raw: Any) -> dict:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("expected a mapping of node name -> {role, host, bus_port, ...}", "nodes")
+    nodes = {}
+    for name, spec in raw.items():
+        path = f"nodes.{name}"
+        node = _section(NodeSpec, spec, path, extra={"name": str(name)})
+        if node.role not in ROLES:
+            raise ConfigError(f"unknown role {node.role!r} (roles: {', '.join(ROLES)})", f"{path}.role")
+        if node.role == "gate" and node.tcp_port is None:
+            raise ConfigError("a gate needs tcp_port", path)
+        nodes[str(name)] = node
+    for role in ROLES:
+        if not any(n.role == role for n in nodes.values()):
+            raise ConfigError(f"no node has role {role!r}", "nodes")
+    return nodes
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.redis.appendfsync not in ("always", "everysec", "no"):
+        raise ConfigError("must be always, everysec or no", "redis.appendfsync")
+    if not cfg.redis.managed and not cfg.redis.url:
+        raise ConfigError("with managed: false, set redis.url", "redis.url")
+    if cfg.chat.slots < 1:
+        raise ConfigError("must be at least 1", "chat.slots")
+    if len(cfg.cluster.secret) < 16:
+        raise ConfigError("must be at least 16 characters", "cluster.secret")
+
+
+def from_dict(raw: dict, path: str = "") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must be a mapping")
+    unknown = set(raw) - set(SECTIONS) - {"nodes"}
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
+    sections = {name: _section(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
+    cfg = Config(nodes=_nodes(raw.get("nodes")), path=path, **sections)
+    _validate(cfg)
+    return cfg
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", path) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", path) from exc
+    return from_dict(raw or {}, os.path.abspath(path))

@@ -1,0 +1,112 @@
+"""Node lifecycle shared by every role: args, config, logging, bus, owned greenlets, signals.
+
+A role process prints one stable line when it can serve, which the supervisor and the
+tests wait for::
+
+    gate gate1 ready on 127.0.0.1:7700
+
+SIGTERM or SIGINT stops it gracefully (``Node.stop``); a crash of any owned greenlet is
+logged and ends the process with exit code 1, so the supervisor restarts it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Group
+
+from cluster import config as config_mod
+from cluster.bus import Bus
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class Node:
+    """Base of every role: owns a bus, a group of linked greenlets and the stop event."""
+
+    role = "node"
+
+    def __init__(self, config, spec):
+        self.config = config
+        self.spec = spec
+        self.name = spec.name
+        self.log = logging.getLogger(f"zonechat.{self.role}.{self.name}")
+        self.bus = Bus(config, spec.name)
+        self.greenlets = Group()
+        self.stopped = Event()
+        self.exit_code = 0
+
+    # roles override these two
+    def setup(self) -> str:
+        """Bind sockets and register bus handlers; return the address to print as ready."""
+        return self.bus.bind()
+
+    def shutdown(self) -> None:
+        """Release role resources after the greenlets stopped."""
+
+    def spawn(self, fn, *args, name: str | None = None):
+        g = self.greenlets.spawn(fn, *args)
+        g.name = name or getattr(fn, "__name__", "greenlet")
+        g.link_exception(self._crashed)
+        return g
+
+    def _crashed(self, g) -> None:
+        self.log.error("greenlet %s crashed: %r", g.name, g.exception, exc_info=g.exc_info)
+        self.exit_code = 1
+        self.stopped.set()
+
+    def start(self) -> str:
+        addr = self.setup()
+        self.spawn(self.bus.serve, name="inbox_listener")
+        return addr
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run_until_stopped(self) -> int:
+        self.stopped.wait()
+        self.log.info("%s %s stopping", self.role, self.name)
+        try:
+            self.shutdown()
+        finally:
+            self.bus.close()
+            self.greenlets.kill(timeout=2)
+        self.log.info("%s %s stopped", self.role, self.name)
+        return self.exit_code
+
+
+def parse_args(role: str, argv=None):
+    parser = argparse.ArgumentParser(prog=f"python -m {role}", description=f"run one zonechat {role} node")
+    parser.add_argument("--node", required=True, help="node name from the config's nodes section")
+    parser.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    return parser.parse_args(argv)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def main(role: str, factory, argv=None) -> None:
+    """Entry point of ``python -m <role>``."""
+    args = parse_args(role, argv)
+    setup_logging()
+    try:
+        cfg = config_mod.load(args.config)
+        spec = cfg.node(args.node)
+    except config_mod.ConfigError as exc:
+        print(f"{role}: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if spec.role != role:
+        print(f"{role}: node {spec.name} has role {spec.role}, not {role}", file=sys.stderr)
+        sys.exit(2)
+    node = factory(cfg, spec)
+    addr = node.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, node.stop)
+    node.log.info("%s %s ready on %s", role, spec.name, addr)
+    print(f"{role} {spec.name} ready on {addr}", flush=True)
+    sys.exit(node.run_until_stopped())

@@ -1,0 +1,79 @@
+"""The dc role: delivered cursors and the logout barrier.
+
+``recv`` moves a user's cursor; ``logout`` must answer only after every earlier ``recv``
+of the session is stored. Both arrive on one ZeroMQ pipe from the gate, in order, and the
+``cursor_worker`` handles them in that order: all queued cursor moves go to Redis in one
+script call, then the logouts queued after them are answered.
+"""
+from __future__ import annotations
+
+import gevent
+from gevent.event import Event
+
+from cluster import convs
+from cluster.codec import packb
+from cluster.node import Node
+from dc.store import Store, StoreUnavailable
+
+MAX_QUEUE = 100000
+
+
+class DcNode(Node):
+    role = "dc"
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.store = Store.from_config(config, max_connections=8)
+        self.queue: list = []
+        self.wake = Event()
+        self.dropped = 0
+
+    def setup(self) -> str:
+        addr = self.bus.bind()
+        self.bus.on("recv", self.on_recv)
+        self.bus.on("logout", self.on_logout)
+        self.spawn(self.cursor_worker)
+        return addr
+
+    def shutdown(self) -> None:
+        self.store.close()
+
+    def on_recv(self, env) -> None:
+        _, user, conv, seq = env[:4]
+        if conv.startswith("d:") and user not in convs.dm_users(conv):
+            return
+        if len(self.queue) >= MAX_QUEUE:
+            self.dropped += 1     # at-least-once: the message is pushed again next login
+            return
+        self.queue.append(("recv", user, conv, seq))
+        self.wake.set()
+
+    def on_logout(self, env) -> None:
+        self.queue.append(("logout", *env[1:5]))
+        self.wake.set()
+
+    def cursor_worker(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                batch, self.queue = self.queue, []
+                self.handle(batch)
+                gevent.sleep(0)
+
+    def handle(self, batch) -> None:
+        moves = [item[1:] for item in batch if item[0] == "recv"]
+        logouts = [item[1:] for item in batch if item[0] == "logout"]
+        try:
+            self.store.move_cursors(moves)
+            ok = True
+        except StoreUnavailable as exc:
+            self.log.warning("cursor moves lost (pushed again at next login): %s", exc)
+            ok = False
+        for gate, req, rid, _user in logouts:
+            body = {"t": "ok"} if ok else {"t": "error", "code": "unavailable",
+                                           "reason": "could not store your read position; retry",
+                                           "retry_ms": 1000}
+            if rid is not None:
+                body["rid"] = rid
+            self.bus.send(gate, "rep", req, packb(body))

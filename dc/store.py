@@ -1,0 +1,210 @@
+"""The store: the only code that talks to Redis. Used in-process by zones, login and dc.
+
+Every call is one round trip (a pipeline or one script call), whatever the batch size.
+Redis errors surface as ``StoreUnavailable`` so callers answer ``unavailable`` (nothing
+was acknowledged) instead of crashing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from dc import keys
+
+MAX_HISTORY_BYTES = 1024 * 1024 - 4096     # a history frame stays under 1 MiB
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer; nothing was stored. Retry later."""
+
+
+@dataclass(slots=True)
+class StoreItem:
+    conv: str
+    sender: str
+    cid: str
+    ts: int
+    prefix: bytes
+    index: str = ""      # users whose conversation list gains conv with its first message
+    cap: int = 0         # history bound (rooms, sys); 0 keeps everything
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}")
+
+
+class Store:
+    def __init__(self, url: str, dedup_ttl: int = 86400, max_connections: int = 32,
+                 timeout: float = 5.0):
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout,
+            socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.redis = redis.Redis(connection_pool=pool)
+        self.dedup_ttl = dedup_ttl
+        self._store = self.redis.register_script(keys.STORE_SCRIPT)
+        self._cursor = self.redis.register_script(keys.CURSOR_SCRIPT)
+
+    @classmethod
+    def from_config(cls, cfg, max_connections: int = 32) -> "Store":
+        return cls(cfg.redis_url, dedup_ttl=cfg.chat.dedup_ttl, max_connections=max_connections)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def ping(self) -> bool:
+        return bool(self._call(self.redis.ping))
+
+    def close(self) -> None:
+        self.redis.connection_pool.disconnect()
+
+    # -- users ------------------------------------------------------------------------
+    def create_user(self, name: str, pwhash: str) -> bool:
+        def run():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hsetnx(keys.user(name), "pw", pwhash)
+            pipe.hsetnx(keys.user(name), "created", int(time.time() * 1000))
+            return pipe.execute()[0]
+        return bool(self._call(run))
+
+    def get_user(self, name: str) -> dict | None:
+        raw = self._call(self.redis.hgetall, keys.user(name))
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    def set_password(self, name: str, pwhash: str) -> None:
+        self._call(self.redis.hset, keys.user(name), "pw", pwhash)
+
+    def existing_users(self, names) -> set:
+        names = list(names)
+        if not names:
+            return set()
+
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for n in names:
+                pipe.exists(keys.user(n))
+            return pipe.execute()
+        return {n for n, hit in zip(names, self._call(run)) if hit}
+
+    def count_failed_login(self, name: str, window: int) -> int:
+        def run():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(keys.failed_logins(name), 0, ex=window, nx=True)
+            pipe.incr(keys.failed_logins(name))
+            return pipe.execute()[1]
+        return int(self._call(run))
+
+    def failed_logins(self, name: str) -> int:
+        return int(self._call(self.redis.get, keys.failed_logins(name)) or 0)
+
+    # -- messages ---------------------------------------------------------------------
+    def store_batch(self, items: list[StoreItem]) -> list[tuple[int, int, bool]]:
+        """Store messages in order; returns (seq, ts, duplicate) per item."""
+        if not items:
+            return []
+        args = [self.dedup_ttl, len(items)]
+        for it in items:
+            args += (it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap)
+        out = []
+        for raw in self._call(self._store, [], args):
+            text = raw.decode()
+            seq, ts = text[1:].split(":")
+            out.append((int(seq), int(ts), text[0] == "D"))
+        return out
+
+    def dedup_hits(self, triples) -> dict:
+        """{(conv, sender, cid): (seq, ts)} for the triples already acked."""
+        triples = list(triples)
+        if not triples:
+            return {}
+
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for conv, sender, cid in triples:
+                pipe.get(keys.dedup(conv, sender, cid))
+            return pipe.execute()
+        hits = {}
+        for t, raw in zip(triples, self._call(run)):
+            if raw:
+                seq, ts = raw.decode().split(":")
+                hits[t] = (int(seq), int(ts))
+        return hits
+
+    def last_seqs(self, convs) -> dict:
+        convs = list(convs)
+        if not convs:
+            return {}
+        raw = self._call(self.redis.mget, [keys.seq(c) for c in convs])
+        return {c: int(v or 0) for c, v in zip(convs, raw)}
+
+    def history_many(self, reqs) -> list[tuple[list[bytes], int]]:
+        """For each (conv, after, limit): (records with seq > after, oldest first; last seq)."""
+        reqs = list(reqs)
+        if not reqs:
+            return []
+
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for conv, after, limit in reqs:
+                pipe.get(keys.seq(conv))
+                pipe.hmget(keys.messages(conv), list(range(after + 1, after + 1 + limit)))
+            return pipe.execute()
+        raw = self._call(run)
+        out = []
+        for k in range(len(reqs)):
+            last = int(raw[2 * k] or 0)
+            out.append((_bounded(raw[2 * k + 1]), last))
+        return out
+
+    def history(self, conv: str, after: int, limit: int) -> tuple[list[bytes], int]:
+        return self.history_many([(conv, after, limit)])[0]
+
+    # -- cursors and offline delivery -------------------------------------------------
+    def move_cursors(self, triples) -> int:
+        """Apply (user, conv, seq) cursor moves in order, clamped to each last seq."""
+        triples = list(triples)
+        if not triples:
+            return 0
+        args = [len(triples)]
+        for user, conv, seq in triples:
+            args += (user, conv, int(seq))
+        return int(self._call(self._cursor, [], args))
+
+    def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",)):
+        """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...]).
+
+        The replay holds, per DM or group of the user, the first ``replay_max`` messages
+        above the delivered cursor, oldest first.
+        """
+        def read_index():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.smembers(keys.user_convs(user))
+            pipe.hgetall(keys.cursors(user))
+            return pipe.execute()
+        members, cur_raw = self._call(read_index)
+        convs = sorted(m.decode() for m in members)
+        cursors = {k.decode(): int(v) for k, v in cur_raw.items()}
+        last = self.last_seqs(list(convs) + list(extra_convs))
+        wanted = [(c, cursors.get(c, 0), min(replay_max, last[c] - cursors.get(c, 0)))
+                  for c in convs if last[c] > cursors.get(c, 0)]
+        replay = []
+        for (conv, after, _), (records, _last) in zip(wanted, self.history_many(wanted)):
+            replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(records))
+        return last, replay
+
+
+def _bounded(records) -> list[bytes]:
+    """Drop missing entries and stop before the frame would pass 1 MiB."""
+    out, size = [], 0
+    for rec in records:
+        if rec is None:
+            continue
+        size += len(rec)
+        if size > MAX_HISTORY_BYTES:
+            break
+        out.append(rec)
+    return out

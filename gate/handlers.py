@@ -1,0 +1,154 @@
+"""Client requests, dispatched through one table.
+
+Each handler validates its fields (``bad_request``), checks what the gate can check
+without state it does not own (login state, conversation syntax, rate, in-flight bound)
+and forwards the rest to the role that owns it. The rid echo and the ``unknown_type`` /
+``auth_required`` / ``bad_request`` answers happen in ``dispatch`` only.
+"""
+from __future__ import annotations
+
+import time
+
+from cluster import convs
+from cluster.codec import packb
+
+PUBLIC = {"register", "login", "ping"}
+
+
+class BadRequest(Exception):
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def need(msg: dict, key: str, typ, optional: bool = False):
+    value = msg.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        kind = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise BadRequest("bad_request", f"field '{key}' must be {kind}")
+    return value
+
+
+def need_conv(msg: dict, key: str = "conv") -> str:
+    conv = need(msg, key, str)
+    if not convs.valid(conv):
+        raise BadRequest("bad_conv", f"'{conv}' is not a valid conversation id")
+    return conv
+
+
+def need_rid(msg: dict):
+    rid = msg.get("rid")
+    if rid is not None and (not isinstance(rid, int) or isinstance(rid, bool)):
+        raise BadRequest("bad_request", "field 'rid' must be an int")
+    return rid
+
+
+def on_register(gate, s, msg, rid):
+    user = need(msg, "user", str)
+    password = need(msg, "password", str)
+    gate.forward(s, rid, gate.login_node(), "register", user, password, timeout=gate.login_timeout)
+
+
+def on_login(gate, s, msg, rid):
+    if s.user is not None or s.pending_user is not None:
+        raise BadRequest("bad_request", "this connection is already logged in")
+    version = msg.get("v", 1)
+    if version != 1:
+        raise BadRequest("bad_request", "protocol version must be 1")
+    user = need(msg, "user", str)
+    password = need(msg, "password", str, optional=True)
+    token = need(msg, "token", str, optional=True)
+    if password is None and token is None:
+        raise BadRequest("bad_request", "login needs 'password' or 'token'")
+    if s.failed.count() >= gate.conf.failed_logins:
+        raise BadRequest("rate_limited", "too many failed logins on this connection; wait a minute")
+    s.pending_user = user
+    gate.logging_in[user] = s
+    gate.forward(s, rid, gate.login_node(), "login", user, password, token, s.sid,
+                 timeout=gate.login_timeout)
+
+
+def on_ping(gate, s, msg, rid):
+    reply = {"t": "pong", "ts": int(time.time() * 1000)}
+    if rid is not None:
+        reply["rid"] = rid
+    gate.reply(s, packb(reply))
+
+
+def on_send(gate, s, msg, rid):
+    conv = need(msg, "conv", str)
+    cid = need(msg, "cid", str)
+    if "body" not in msg:
+        raise BadRequest("bad_request", "field 'body' is missing")
+    if len(cid.encode("utf-8")) > gate.config.chat.cid_max or not cid:
+        raise BadRequest("bad_request", f"field 'cid' must be 1..{gate.config.chat.cid_max} bytes")
+    if not convs.valid(conv):
+        raise BadRequest("bad_conv", f"'{conv}' is not a valid conversation id")
+    if conv == "sys" or conv.startswith("r:") and conv not in s.rooms:
+        raise BadRequest("not_member", f"you are not a member of {conv}")
+    over_rate = not s.bucket.take()
+    deadline = int((time.time() + gate.conf.request_timeout) * 1000)
+    gate.forward(s, rid, gate.zone_of(conv), "send", s.user, conv, cid, packb(msg["body"]),
+                 over_rate, deadline)
+
+
+def on_recv(gate, s, msg, rid):
+    conv = need_conv(msg)
+    seq = need(msg, "seq", int)
+    if conv.startswith(("d:", "g:")):
+        gate.bus.send(gate.dc_node(), "recv", s.user, conv, seq)
+
+
+def on_sync(gate, s, msg, rid):
+    conv = need_conv(msg)
+    after = need(msg, "after", int)
+    limit = need(msg, "limit", int, optional=True)
+    chat = gate.config.chat
+    limit = chat.sync_default if limit is None else max(1, min(limit, chat.sync_max))
+    if after < 0:
+        raise BadRequest("bad_request", "field 'after' must be >= 0")
+    if conv.startswith("r:") and conv not in s.rooms:
+        raise BadRequest("not_member", f"join {conv} before syncing it")
+    gate.forward(s, rid, gate.zone_of(conv), "sync", s.user, conv, after, limit)
+
+
+def on_logout(gate, s, msg, rid):
+    gate.forward(s, rid, gate.dc_node(), "logout", s.user)
+
+
+HANDLERS = {
+    "register": on_register,
+    "login": on_login,
+    "ping": on_ping,
+    "send": on_send,
+    "recv": on_recv,
+    "sync": on_sync,
+    "logout": on_logout,
+}
+
+
+def error_body(code: str, reason: str, rid=None, **extra) -> bytes:
+    body = {"t": "error", "code": code, "reason": reason, **extra}
+    if rid is not None:
+        body["rid"] = rid
+    return packb(body)
+
+
+def dispatch(gate, s, msg: dict) -> None:
+    """Run the handler for ``msg['t']``; every refusal becomes one error reply."""
+    t = msg["t"]
+    rid = msg.get("rid")
+    try:
+        handler = gate.handlers.get(t)
+        if handler is None:
+            raise BadRequest("unknown_type", f"unknown message type '{t}'")
+        rid = need_rid(msg)
+        if t not in PUBLIC and s.user is None:
+            raise BadRequest("auth_required", f"log in before '{t}'")
+        handler(gate, s, msg, rid)
+    except BadRequest as exc:
+        safe_rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else None
+        gate.reply(s, error_body(exc.code, exc.reason, safe_rid))

@@ -1,0 +1,344 @@
+"""The gate: client sockets in, bus envelopes out, and back.
+
+It knows sockets, not chat: requests are validated and forwarded with a fresh ``req``
+number and a deadline; the owning role answers with ``rep`` (or ``welcome``), which
+pops the request. Deliveries (``dlv``) arrive once per gate and are framed once for all
+local recipients. A restart of any other role leaves the client connections up.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+import time
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gevent import socket as gsocket
+
+from cluster.codec import ProtocolError, decode_body, frame, packb
+from cluster.node import Node
+from cluster.slots import SlotTable
+from gate import handlers
+from gate.session import Session
+
+SWEEP_EVERY = 0.2
+RETRY_MS = 1000
+READ_SIZE = 65536
+REDACT = {"password", "token"}
+
+
+class GateNode(Node):
+    role = "gate"
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.conf = config.gate
+        self.handlers = dict(handlers.HANDLERS)
+        self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
+        self.sessions: dict = {}        # sid -> Session
+        self.users: dict = {}           # user -> logged-in Session
+        self.logging_in: dict = {}      # user -> Session whose login is in flight
+        self.pending: dict = {}         # req -> (Session, rid, kind)
+        self.deadlines: collections.deque = collections.deque()
+        self.dirty: list = []
+        self._flush_scheduled = False
+        self._reqs = itertools.count(random.getrandbits(40) << 16)
+        self.login_timeout = max(self.conf.request_timeout, 10.0)
+        self.stats = collections.Counter()
+        self.server = None
+
+    # -- wiring -------------------------------------------------------------------------
+    def setup(self) -> str:
+        bus_addr = self.bus.bind()
+        for kind, fn in (("rep", self.on_rep), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
+                         ("kick", self.on_kick), ("hello", self.on_hello)):
+            self.bus.on(kind, fn)
+        self.server = StreamServer((self.spec.host, self.spec.tcp_port), self.handle,
+                                   spawn=Pool(self.conf.max_connections), backlog=4096)
+        self.server.start()
+        self.spawn(self.deadline_worker)
+        self.bus.send(self.center_node(), "presence", self.name, [])
+        return f"{self.spec.host}:{self.spec.tcp_port}"
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.stop(timeout=0)
+        body = packb({"t": "kicked", "reason": "shutdown"})
+        for s in list(self.sessions.values()):
+            s.queue(s.encode(body))
+            s.flush_blocking(timeout=0.5)
+            s.abort()
+
+    def login_node(self) -> str:
+        return self.config.nodes_of("login")[0].name
+
+    def dc_node(self) -> str:
+        return self.config.nodes_of("dc")[0].name
+
+    def center_node(self) -> str:
+        return self.config.nodes_of("center")[0].name
+
+    def zone_of(self, conv: str) -> str:
+        return self.table.zone_of(conv)
+
+    # -- the connection -----------------------------------------------------------------
+    def handle(self, sock, peer) -> None:
+        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        sid = next(self._reqs)
+        s = Session(sid, sock, peer, self.conf, self.kick_slow)
+        self.sessions[sid] = s
+        try:
+            self.read_loop(s)
+        finally:
+            self.close_session(s)
+
+    def read_loop(self, s: Session) -> None:
+        sock = s.sock
+        while not s.closing and not s.closed:
+            sock.settimeout(self.conf.login_timeout if s.user is None else self.conf.idle_timeout)
+            try:
+                data = sock.recv(READ_SIZE)
+            except gsocket.timeout:
+                self.kick(s, "idle")
+                return
+            except OSError:
+                return
+            if not data:
+                return
+            if not self.ingest(s, data):
+                return
+            if len(data) == READ_SIZE:
+                gevent.sleep(0)      # a flooding client must not starve the others
+
+    def ingest(self, s: Session, data: bytes) -> bool:
+        try:
+            for body in s.reader.feed(data):
+                msg = decode_body(body)
+                self.record_in(s, msg, body)
+                handlers.dispatch(self, s, msg)
+                if s.closing or s.closed:
+                    return False
+        except ProtocolError as exc:
+            self.reply(s, handlers.error_body(exc.code, exc.reason))
+            self.close_now(s)
+            return False
+        return True
+
+    def record_in(self, s: Session, msg: dict, body: bytes) -> None:
+        if REDACT.intersection(msg):
+            body = packb({k: ("***" if k in REDACT else v) for k, v in msg.items()})
+        self.bus.record("in", s.sid, s.user or s.pending_user, body)
+
+    # -- output -------------------------------------------------------------------------
+    def reply(self, s: Session, body: bytes) -> None:
+        """Queue one body for one session and record it."""
+        if s.queue(s.encode(body)):
+            self.mark_dirty(s)
+        self.bus.record("out", s.sid, s.user, body, 1)
+
+    def mark_dirty(self, s: Session) -> None:
+        if not s.dirty:
+            s.dirty = True
+            self.dirty.append(s)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                gevent.get_hub().loop.run_callback(self.flush_dirty)
+
+    def flush_dirty(self) -> None:
+        """End of tick: one send() per session that has output."""
+        self._flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for s in dirty:
+            s.flush()
+
+    # -- closing ------------------------------------------------------------------------
+    def kick(self, s: Session, reason: str) -> None:
+        self.stats["kicked_" + reason] += 1
+        self.reply(s, packb({"t": "kicked", "reason": reason}))
+        self.close_now(s)
+
+    def kick_slow(self, s: Session) -> None:
+        """The outbox bound was hit for traffic that may not be dropped."""
+        if s.closing:
+            return
+        s.closing = True
+        self.stats["kicked_slow"] += 1
+        s.out, s.out_bytes = [], 0
+        s.out.append(s.encode(packb({"t": "kicked", "reason": "slow"})))
+        gevent.spawn(self._finish_close, s)
+
+    def close_now(self, s: Session) -> None:
+        s.closing = True
+        gevent.spawn(self._finish_close, s)
+
+    def _finish_close(self, s: Session) -> None:
+        s.flush_blocking(timeout=1.0)
+        s.abort()
+
+    def close_session(self, s: Session) -> None:
+        s.abort()
+        self.sessions.pop(s.sid, None)
+        if s.pending_user and self.logging_in.get(s.pending_user) is s:
+            del self.logging_in[s.pending_user]
+        if s.user is not None:
+            if self.users.get(s.user) is s:
+                del self.users[s.user]
+            self.bus.send(self.center_node(), "unbind", s.user, self.name, s.sid)
+
+    # -- requests -----------------------------------------------------------------------
+    def forward(self, s: Session, rid, peer: str, kind: str, *fields, timeout=None) -> None:
+        if s.inflight >= self.conf.max_inflight:
+            raise handlers.BadRequest("rate_limited", "too many requests in flight; wait for replies")
+        req = next(self._reqs)
+        s.inflight += 1
+        self.pending[req] = (s, rid, kind)
+        deadline = time.monotonic() + (timeout or self.conf.request_timeout)
+        self.deadlines.append((deadline, req))
+        self.bus.send(peer, kind, self.name, req, rid, *fields)
+
+    def take(self, req: int):
+        entry = self.pending.pop(req, None)
+        if entry is not None:
+            entry[0].inflight -= 1
+        return entry
+
+    def deadline_worker(self) -> None:
+        """Requests with no reply by their deadline answer ``unavailable``."""
+        while True:
+            gevent.sleep(SWEEP_EVERY)
+            now = time.monotonic()
+            while self.deadlines and self.deadlines[0][0] <= now:
+                _, req = self.deadlines.popleft()
+                entry = self.take(req)
+                if entry is None:
+                    continue
+                s, rid, kind = entry
+                self.stats["timeouts"] += 1
+                if kind == "login":
+                    self._login_failed(s)
+                if not s.closed:
+                    self.reply(s, handlers.error_body(
+                        "unavailable", f"no answer to '{kind}' in time; retry later", rid,
+                        retry_ms=RETRY_MS))
+
+    # -- bus handlers -------------------------------------------------------------------
+    def on_rep(self, env) -> None:
+        _, req, body = env[:3]
+        entry = self.take(req)
+        if entry is None:
+            return
+        s, _rid, kind = entry
+        if kind == "login":
+            self._login_failed(s)
+            s.failed.add()
+        if not s.closed:
+            self.reply(s, body)
+            if kind == "logout":
+                self.close_now(s)
+
+    def _login_failed(self, s: Session) -> None:
+        if s.pending_user and self.logging_in.get(s.pending_user) is s:
+            del self.logging_in[s.pending_user]
+        s.pending_user = None
+        s.held = None
+
+    def on_welcome(self, env) -> None:
+        _, req, user, body, replay = env[:5]
+        entry = self.take(req)
+        if entry is None or entry[0].closed:
+            self.bus.send(self.center_node(), "unbind", user, self.name,
+                          entry[0].sid if entry else -1)
+            return
+        s = entry[0]
+        if self.logging_in.get(user) is s:
+            del self.logging_in[user]
+        s.pending_user, s.user = None, user
+        old = self.users.get(user)
+        self.users[user] = s
+        if old is not None and old is not s and not old.closing:
+            self.kick(old, "session_replaced")
+        self.reply(s, body)
+        self.start_replay(s, replay)
+
+    def start_replay(self, s: Session, replay) -> None:
+        held, s.held = s.held or [], None
+        if not replay:
+            self.deliver_held(s, held)
+            return
+        s.replaying = True
+        s.held = held
+        gevent.spawn(self.replay_worker, s, replay)
+
+    def replay_worker(self, s: Session, replay) -> None:
+        """Offline replay, paced by the socket: never counts as a slow consumer."""
+        chunk = []
+        for conv, seq, record in replay:
+            if seq <= s.seen.get(conv, 0):
+                continue
+            s.seen[conv] = seq
+            chunk.append(s.encode(record))
+            if len(chunk) >= 256:
+                self._write_chunk(s, chunk)
+                chunk = []
+            if s.closed:
+                return
+        self._write_chunk(s, chunk)
+        s.replaying = False
+        held, s.held = s.held or [], None
+        self.deliver_held(s, held)
+
+    def _write_chunk(self, s: Session, chunk: list) -> None:
+        s.out.extend(chunk)
+        s.out_bytes += sum(len(c) for c in chunk)
+        self.bus.record("out", s.sid, s.user, b"", len(chunk))
+        s.flush_blocking(timeout=30.0)
+
+    def deliver_held(self, s: Session, held: list) -> None:
+        for conv, seq, data in held:
+            self.push_record(s, conv, seq, data)
+        if held:
+            self.mark_dirty(s)
+
+    def push_record(self, s: Session, conv: str, seq: int, data: bytes) -> bool:
+        """Queue a framed durable message unless this session already has that seq."""
+        if seq <= s.seen.get(conv, 0):
+            return False
+        s.seen[conv] = seq
+        return s.queue(data)
+
+    def on_dlv(self, env) -> None:
+        _, users, conv, seq, record = env[:5]
+        data, count = frame(record), 0
+        for user in users:
+            s = self.users.get(user)
+            if s is None or s.held is not None:
+                s = s or self.logging_in.get(user)
+                if s is not None:
+                    self._hold(s, conv, seq, data)
+                continue
+            if self.push_record(s, conv, seq, data):
+                self.mark_dirty(s)
+                count += 1
+        if count:
+            self.bus.record("out", None, None, record, count)
+
+    def _hold(self, s: Session, conv: str, seq: int, data: bytes) -> None:
+        if s.held is None:
+            s.held = []
+        if len(s.held) >= self.config.chat.replay_max * 4:
+            self.kick_slow(s)
+            return
+        s.held.append((conv, seq, data))
+
+    def on_kick(self, env) -> None:
+        _, sid, reason = env[:3]
+        s = self.sessions.get(sid)
+        if s is not None and not s.closing:
+            self.kick(s, reason)
+
+    def on_hello(self, env) -> None:
+        """Center (re)started: tell it who is here."""
+        who = [[user, s.sid] for user, s in self.users.items()]
+        self.bus.send(self.center_node(), "presence", self.name, who)

@@ -1,0 +1,178 @@
+"""A client session on a gate: its socket, its bounded outbox and its per-user limits.
+
+Writes coalesce: ``push`` only appends to the outbox; the gate flushes every dirty
+session once at the end of the loop tick with one non-blocking ``send()`` of everything
+pending. A partial write leaves the rest in the outbox and a ``drain`` greenlet waits for
+the socket to become writable. Outbox policy at ``outbox_bytes``: live room/sys frames
+drop the oldest live frames (counted); anything else disconnects the session as ``slow``.
+"""
+from __future__ import annotations
+
+import collections
+import time
+
+import gevent
+from gevent import socket as gsocket
+
+from cluster.codec import FrameReader, frame
+
+DRAIN_TIMEOUT = 30.0
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class WindowCounter:
+    """Events within the last ``window`` seconds (failed logins on a connection)."""
+
+    __slots__ = ("window", "stamps")
+
+    def __init__(self, window: float):
+        self.window = window
+        self.stamps: collections.deque = collections.deque()
+
+    def add(self, now: float | None = None) -> None:
+        self.stamps.append(time.monotonic() if now is None else now)
+
+    def count(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        while self.stamps and now - self.stamps[0] > self.window:
+            self.stamps.popleft()
+        return len(self.stamps)
+
+
+class Session:
+    __slots__ = (
+        "sid", "sock", "peer", "user", "pending_user", "reader", "out", "out_bytes",
+        "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
+        "replaying", "inflight", "limit", "on_slow", "rooms", "json",
+    )
+
+    def __init__(self, sid: int, sock, peer, gate_conf, on_slow):
+        self.sid = sid
+        self.sock = sock
+        self.peer = peer
+        self.user: str | None = None
+        self.pending_user: str | None = None     # a login for this user is in flight
+        self.reader = FrameReader(gate_conf.max_frame)
+        self.out: list = []
+        self.out_bytes = 0
+        self.dirty = False
+        self.draining = False
+        self.closed = False
+        self.closing = False
+        self.bucket = TokenBucket(gate_conf.send_rate, gate_conf.send_burst)
+        self.failed = WindowCounter(60.0)
+        self.seen: dict = {}          # conv -> highest seq pushed (DMs and groups)
+        self.held: list | None = None  # live frames held back while offline replay runs
+        self.replaying = False
+        self.inflight = 0
+        self.limit = gate_conf.outbox_bytes
+        self.on_slow = on_slow
+        self.rooms: set = set()
+        self.json = False
+
+    # -- output -----------------------------------------------------------------------
+    def encode(self, body: bytes) -> bytes:
+        return frame(body)
+
+    def queue(self, data: bytes) -> bool:
+        """Append framed bytes; False (and the session is kicked as slow) past the bound."""
+        if self.closed:
+            return False
+        if self.out_bytes + len(data) > self.limit and self.out_bytes:
+            self.on_slow(self)
+            return False
+        self.out.append(data)
+        self.out_bytes += len(data)
+        return True
+
+    def flush(self) -> None:
+        """One non-blocking send of everything pending; the rest waits for a drain."""
+        self.dirty = False
+        if self.closed or self.draining or not self.out:
+            return
+        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        try:
+            sent = self.sock.send(data, 0, 0.0)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.abort()
+            return
+        if sent == len(data):
+            self.out.clear()
+            self.out_bytes = 0
+            return
+        self.out = [data[sent:]]
+        self.out_bytes = len(data) - sent
+        self.draining = True
+        gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        try:
+            while self.out and not self.closed:
+                gsocket.wait_write(self.sock.fileno(), timeout=DRAIN_TIMEOUT)
+                data = b"".join(self.out)
+                try:
+                    sent = self.sock.send(data, 0, 0.0)
+                except BlockingIOError:
+                    sent = 0
+                self.out = [data[sent:]] if sent < len(data) else []
+                self.out_bytes = len(data) - sent
+        except (OSError, gsocket.timeout):
+            self.abort()
+        finally:
+            self.draining = False
+
+    def flush_blocking(self, timeout: float = 2.0) -> None:
+        """Write out everything now (before a close), waiting at most ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.out and not self.closed:
+            data = b"".join(self.out)
+            try:
+                sent = self.sock.send(data, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                break
+            self.out = [data[sent:]] if sent < len(data) else []
+            self.out_bytes = len(data) - sent
+            left = deadline - time.monotonic()
+            if self.out and left <= 0:
+                break
+            if self.out:
+                try:
+                    gsocket.wait_write(self.sock.fileno(), timeout=left)
+                except gsocket.timeout:
+                    break
+
+    def abort(self) -> None:
+        """Close the socket now; the read loop notices and cleans up."""
+        if self.closed:
+            return
+        self.closed = True
+        self.out = []
+        self.out_bytes = 0
+        try:
+            self.sock.shutdown(gsocket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()

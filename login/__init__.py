@@ -1,0 +1,1 @@
+"""zonechat login role."""

@@ -1,0 +1,153 @@
+"""The login role: register, authenticate, one session per user, welcome + offline replay.
+
+A login runs in its own greenlet (bounded pool; when full the gate hears ``unavailable``):
+check the failed-login limit, verify the password (argon2id, in the thread pool so the
+loop keeps serving) or the token, ``bind`` the session at center and wait for ``bound``
+(center kicks the replaced session), then read the welcome state and the offline replay
+from the store and send both to the gate in one ``welcome`` envelope. Binding before
+reading means every message is either in the replay or delivered live (the gate drops
+the seqs it already pushed).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import gevent
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from gevent.event import AsyncResult
+from gevent.pool import Pool
+
+from cluster import convs
+from cluster.codec import packb
+from cluster.node import Node
+from dc.store import Store, StoreUnavailable
+from login import tokens
+
+BIND_TIMEOUT = 3.0
+MAX_LOGINS = 200
+MIN_PASSWORD = 8
+
+
+class Refused(Exception):
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class LoginNode(Node):
+    role = "login"
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        conf = config.login
+        self.conf = conf
+        self.hasher = PasswordHasher(time_cost=conf.argon2_time_cost, memory_cost=conf.argon2_memory_kib,
+                                     parallelism=conf.argon2_parallelism, type=Type.ID)
+        self.store = Store.from_config(config, max_connections=64)
+        self.pool = Pool(MAX_LOGINS)
+        self.binds: dict = {}
+        self._bind_ids = itertools.count(1)
+        self.center = config.nodes_of("center")[0].name
+
+    def setup(self) -> str:
+        addr = self.bus.bind()
+        self.bus.on("register", lambda env: self.run(self.register, env))
+        self.bus.on("login", lambda env: self.run(self.login, env))
+        self.bus.on("bound", self.on_bound)
+        return addr
+
+    def shutdown(self) -> None:
+        self.pool.kill(timeout=2)
+        self.store.close()
+
+    def run(self, fn, env) -> None:
+        gate, req, rid = env[1], env[2], env[3]
+        if self.pool.full():
+            self.reply(gate, req, rid, "unavailable", "login is busy; retry", retry_ms=500)
+            return
+        self.pool.spawn(self._guarded, fn, env)
+
+    def _guarded(self, fn, env) -> None:
+        gate, req, rid = env[1], env[2], env[3]
+        try:
+            fn(*env[1:])
+        except Refused as exc:
+            self.reply(gate, req, rid, exc.code, exc.reason)
+        except StoreUnavailable as exc:
+            self.log.warning("store unavailable: %s", exc)
+            self.reply(gate, req, rid, "unavailable", "storage is unavailable; retry", retry_ms=1000)
+
+    def reply(self, gate, req, rid, code: str, reason: str, **extra) -> None:
+        body = {"t": "error", "code": code, "reason": reason, **extra}
+        if rid is not None:
+            body["rid"] = rid
+        self.bus.send(gate, "rep", req, packb(body))
+
+    # -- register -----------------------------------------------------------------------
+    def register(self, gate, req, rid, user, password, *_) -> None:
+        if not convs.valid_user(user):
+            raise Refused("bad_name", "user names are 1-32 of A-Z a-z 0-9 _ . -")
+        if len(password) < MIN_PASSWORD:
+            raise Refused("weak_password", f"passwords need at least {MIN_PASSWORD} characters")
+        pwhash = gevent.get_hub().threadpool.apply(self.hasher.hash, (password,))
+        if not self.store.create_user(user, pwhash):
+            raise Refused("user_exists", f"the name {user} is taken")
+        body = {"t": "ok"} if rid is None else {"t": "ok", "rid": rid}
+        self.bus.send(gate, "rep", req, packb(body))
+
+    # -- login --------------------------------------------------------------------------
+    def login(self, gate, req, rid, user, password, token, sid, *_) -> None:
+        record = self.authenticate(user, password, token)
+        if record.get("ban"):
+            raise Refused("auth_failed", f"this account is banned: {record['ban']}")
+        self.bind(user, gate, sid)
+        token, expires = tokens.mint(self.config.cluster.secret, user, self.conf.token_ttl)
+        last, replay = self.store.welcome_state(user, self.config.chat.replay_max)
+        body = {"t": "welcome", "user": user, "token": token, "expires": expires,
+                "convs": last, "ts": int(time.time() * 1000)}
+        if rid is not None:
+            body["rid"] = rid
+        self.bus.send(gate, "welcome", req, user, packb(body), replay)
+
+    def authenticate(self, user, password, token) -> dict:
+        conf = self.conf
+        if not convs.valid_user(user):
+            raise Refused("auth_failed", "wrong user name or password")
+        if self.store.failed_logins(user) >= conf.failed_logins:
+            raise Refused("rate_limited", "too many failed logins for this user; wait a minute")
+        record = self.store.get_user(user)
+        reason = self.check_secret(record, user, password, token)
+        if reason is not None:
+            self.store.count_failed_login(user, conf.failed_window)
+            raise Refused("auth_failed", reason)
+        return record
+
+    def check_secret(self, record, user, password, token) -> str | None:
+        if record is None:
+            return "wrong user name or password"
+        if token is not None:
+            why = tokens.verify(self.config.cluster.secret, token, user)
+            return None if why is None else f"token refused: {why}"
+        try:
+            gevent.get_hub().threadpool.apply(self.hasher.verify, (record["pw"], password))
+        except (VerificationError, InvalidHashError):
+            return "wrong user name or password"
+        return None
+
+    def bind(self, user, gate, sid) -> None:
+        bind_id = next(self._bind_ids)
+        result = self.binds[bind_id] = AsyncResult()
+        self.bus.send(self.center, "bind", user, gate, sid, self.name, bind_id)
+        try:
+            result.get(timeout=BIND_TIMEOUT)
+        except gevent.Timeout:
+            raise Refused("unavailable", "the cluster could not bind the session; retry") from None
+        finally:
+            self.binds.pop(bind_id, None)
+
+    def on_bound(self, env) -> None:
+        result = self.binds.get(env[1])
+        if result is not None:
+            result.set(True)

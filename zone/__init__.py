@@ -1,0 +1,1 @@
+"""zonechat zone role."""
