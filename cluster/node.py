@@ -55,6 +55,8 @@ class Node:
         return g
 
     def _crashed(self, g) -> None:
+        if self.stopped.is_set():
+            return
         self.log.error("greenlet %s crashed: %r", g.name, g.exception, exc_info=g.exc_info)
         self.exit_code = 1
         self.stopped.set()
@@ -73,8 +75,8 @@ class Node:
         try:
             self.shutdown()
         finally:
-            self.bus.close()
             self.greenlets.kill(timeout=2)
+            self.bus.close()
         self.log.info("%s %s stopped", self.role, self.name)
         return self.exit_code
 

@@ -12,6 +12,11 @@ key                        type    holds
 ``dd:<conv>:<user>:<cid>`` string  ``<seq>:<ts>`` of an acked send, expires after dedup_ttl
 ``ucv:<user>``             set     the user's DMs with at least one message, and groups
 ``cur:<user>``             hash    conv -> delivered cursor (highest seq the user recv'd)
+``gi:<g:name>``            hash    ``owner``, ``n`` (join counter: member order)
+``gm:<g:name>``            zset    member -> join order (lowest = longest-standing)
+``blk:<user>``             set     users this user blocked
+``mod:mutes``              hash    user -> muted until (ms since epoch)
+``mod:rooms``              hash    room -> ``<slow seconds>,<duplicate window seconds>``
 =========================  ======  ===========================================================
 
 The dedup key is built inside STORE_SCRIPT (below) the same way as ``dedup()``: the
@@ -46,6 +51,22 @@ def user_convs(name: str) -> str:
 
 def cursors(name: str) -> str:
     return f"cur:{name}"
+
+
+def group_info(conv: str) -> str:
+    return f"gi:{conv}"
+
+
+def group_members(conv: str) -> str:
+    return f"gm:{conv}"
+
+
+def blocks(name: str) -> str:
+    return f"blk:{name}"
+
+
+MUTES = "mod:mutes"
+ROOM_MODES = "mod:rooms"
 
 
 # Store a batch of messages atomically, in order.

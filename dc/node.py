@@ -13,7 +13,7 @@ from gevent.event import Event
 from cluster import convs
 from cluster.codec import packb
 from cluster.node import Node
-from dc.store import Store, StoreUnavailable
+from dc.store import ModerationStore, Store, StoreUnavailable
 
 MAX_QUEUE = 100000
 
@@ -24,6 +24,8 @@ class DcNode(Node):
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.store = Store.from_config(config, max_connections=8)
+        self.mod = ModerationStore(self.store)
+        self.zones = [n.name for n in config.nodes_of("zone")]
         self.queue: list = []
         self.wake = Event()
         self.dropped = 0
@@ -32,6 +34,7 @@ class DcNode(Node):
         addr = self.bus.bind()
         self.bus.on("recv", self.on_recv)
         self.bus.on("logout", self.on_logout)
+        self.bus.on("block", self.on_block)
         self.spawn(self.cursor_worker)
         return addr
 
@@ -77,3 +80,21 @@ class DcNode(Node):
             if rid is not None:
                 body["rid"] = rid
             self.bus.send(gate, "rep", req, packb(body))
+
+    def on_block(self, env) -> None:
+        """Blocks change rarely: written at once, then announced to every zone."""
+        _, gate, req, rid, user, other, on = env[:7]
+        try:
+            if not self.store.existing_users([other]):
+                body = {"t": "error", "code": "no_such_user", "reason": f"no user named {other}"}
+            else:
+                self.mod.set_block(user, other, bool(on))
+                body = {"t": "ok"}
+                for zone in self.zones:
+                    self.bus.send(zone, "mod", "block", user, [other, bool(on)])
+        except StoreUnavailable:
+            body = {"t": "error", "code": "unavailable", "reason": "storage is unavailable; retry",
+                    "retry_ms": 1000}
+        if rid is not None:
+            body["rid"] = rid
+        self.bus.send(gate, "rep", req, packb(body))

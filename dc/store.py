@@ -151,14 +151,26 @@ class Store:
             pipe = self.redis.pipeline(transaction=False)
             for conv, after, limit in reqs:
                 pipe.get(keys.seq(conv))
-                pipe.hmget(keys.messages(conv), list(range(after + 1, after + 1 + limit)))
+                if limit > 0:
+                    pipe.hmget(keys.messages(conv), list(range(after + 1, after + 1 + limit)))
             return pipe.execute()
-        raw = self._call(run)
+        raw = iter(self._call(run))
         out = []
-        for k in range(len(reqs)):
-            last = int(raw[2 * k] or 0)
-            out.append((_bounded(raw[2 * k + 1]), last))
+        for _conv, _after, limit in reqs:
+            last = int(next(raw) or 0)
+            out.append((_bounded(next(raw)) if limit > 0 else [], last))
         return out
+
+    def records(self, pairs) -> list:
+        """The stored records of (conv, seq) pairs (None where missing)."""
+        pairs = list(pairs)
+
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for conv, seq in pairs:
+                pipe.hget(keys.messages(conv), seq)
+            return pipe.execute()
+        return self._call(run) if pairs else []
 
     def history(self, conv: str, after: int, limit: int) -> tuple[list[bytes], int]:
         return self.history_many([(conv, after, limit)])[0]
@@ -208,3 +220,117 @@ def _bounded(records) -> list[bytes]:
             break
         out.append(rec)
     return out
+
+
+class GroupStore:
+    """Group membership in Redis; the zone owning the group is its only writer."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.redis = store.redis
+
+    def load(self, conv: str):
+        """(owner, [members in join order]) or None when the group does not exist."""
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(keys.group_info(conv), "owner")
+            pipe.zrange(keys.group_members(conv), 0, -1)
+            return pipe.execute()
+        owner, members = self.store._call(run)
+        if owner is None:
+            return None
+        return owner.decode(), [m.decode() for m in members]
+
+    def create(self, conv: str, owner: str, members: list[str]) -> None:
+        def run():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.group_info(conv), mapping={"owner": owner, "n": len(members)})
+            pipe.zadd(keys.group_members(conv), {m: i for i, m in enumerate(members)})
+            pipe.get(keys.seq(conv))
+            return pipe.execute()
+        last = int(self.store._call(run)[2] or 0)
+        self._index(conv, members, last)
+
+    def add(self, conv: str, user: str) -> None:
+        def run():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hincrby(keys.group_info(conv), "n", 1)
+            pipe.get(keys.seq(conv))
+            return pipe.execute()
+        order, last = self.store._call(run)
+        self.store._call(self.redis.zadd, keys.group_members(conv), {user: int(order)}, True)
+        self._index(conv, [user], int(last or 0))
+
+    def _index(self, conv: str, users, last: int) -> None:
+        """A member's conversation list gains the group; its cursor starts at the last seq."""
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for u in users:
+                pipe.sadd(keys.user_convs(u), conv)
+                pipe.hset(keys.cursors(u), conv, last)
+            return pipe.execute()
+        self.store._call(run)
+
+    def set_owner(self, conv: str, owner: str) -> None:
+        self.store._call(self.redis.hset, keys.group_info(conv), "owner", owner)
+
+    def remove(self, conv: str, user: str, new_owner: str | None, empty: bool) -> None:
+        def run():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(keys.group_members(conv), user)
+            pipe.srem(keys.user_convs(user), conv)
+            pipe.hdel(keys.cursors(user), conv)
+            if empty:
+                pipe.delete(keys.group_info(conv), keys.group_members(conv))
+            elif new_owner:
+                pipe.hset(keys.group_info(conv), "owner", new_owner)
+            return pipe.execute()
+        self.store._call(run)
+
+
+class ModerationStore:
+    """Mutes, bans, blocks and room modes."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.redis = store.redis
+
+    def mutes(self) -> dict:
+        raw = self.store._call(self.redis.hgetall, keys.MUTES)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def set_mute(self, user: str, until_ms: int) -> None:
+        if until_ms:
+            self.store._call(self.redis.hset, keys.MUTES, user, until_ms)
+        else:
+            self.store._call(self.redis.hdel, keys.MUTES, user)
+
+    def room_modes(self) -> dict:
+        raw = self.store._call(self.redis.hgetall, keys.ROOM_MODES)
+        out = {}
+        for k, v in raw.items():
+            slow, dups = v.decode().split(",")
+            out[k.decode()] = (float(slow), float(dups))
+        return out
+
+    def set_room_mode(self, conv: str, slow: float, dups: float) -> None:
+        if slow or dups:
+            self.store._call(self.redis.hset, keys.ROOM_MODES, conv, f"{slow},{dups}")
+        else:
+            self.store._call(self.redis.hdel, keys.ROOM_MODES, conv)
+
+    def set_ban(self, user: str, reason: str | None) -> bool:
+        if not self.store._call(self.redis.exists, keys.user(user)):
+            return False
+        if reason:
+            self.store._call(self.redis.hset, keys.user(user), "ban", reason)
+        else:
+            self.store._call(self.redis.hdel, keys.user(user), "ban")
+        return True
+
+    def blocks(self, user: str) -> set:
+        return {m.decode() for m in self.store._call(self.redis.smembers, keys.blocks(user))}
+
+    def set_block(self, user: str, other: str, on: bool) -> None:
+        fn = self.redis.sadd if on else self.redis.srem
+        self.store._call(fn, keys.blocks(user), other)

@@ -119,6 +119,68 @@ def on_logout(gate, s, msg, rid):
     gate.forward(s, rid, gate.dc_node(), "logout", s.user)
 
 
+def need_room(msg: dict) -> str:
+    room = need(msg, "room", str)
+    if not room.startswith("r:") or not convs.valid(room):
+        raise BadRequest("bad_conv", f"'{room}' is not a room id (r:<name>)")
+    return room
+
+
+def need_group(msg: dict) -> str:
+    group = need(msg, "group", str)
+    if not group.startswith("g:") or not convs.valid(group):
+        raise BadRequest("bad_conv", f"'{group}' is not a group id (g:<name>)")
+    return group
+
+
+def on_join(gate, s, msg, rid):
+    room = need_room(msg)
+    gate.rooms.join(s, room)
+    s.room_hold.setdefault(room, [])
+    gate.forward(s, rid, gate.center_node(), "join", s.user, room)
+
+
+def on_leave(gate, s, msg, rid):
+    gate.rooms.leave(s, need_room(msg))
+    gate.reply(s, ok_body(rid))
+
+
+def on_room_info(gate, s, msg, rid):
+    gate.forward(s, rid, gate.center_node(), "room_info", s.user, need_room(msg))
+
+
+def on_group_create(gate, s, msg, rid):
+    group = need_group(msg)
+    members = need(msg, "members", list)
+    if not all(isinstance(m, str) for m in members):
+        raise BadRequest("bad_request", "field 'members' must be a list of user names")
+    gate.forward(s, rid, gate.zone_of(group), "group", s.user, "create", group, members)
+
+
+def group_op(op: str):
+    def handler(gate, s, msg, rid):
+        group = need_group(msg)
+        user = need(msg, "user", str) if op in ("add", "remove") else None
+        gate.forward(s, rid, gate.zone_of(group), "group", s.user, op, group, user)
+    handler.__name__ = f"on_group_{op}"
+    return handler
+
+
+def block_op(on: bool):
+    def handler(gate, s, msg, rid):
+        other = need(msg, "user", str)
+        if not convs.valid_user(other) or other == s.user:
+            raise BadRequest("bad_request", "field 'user' must name another user")
+        (s.blocked.add if on else s.blocked.discard)(other)
+        gate.forward(s, rid, gate.dc_node(), "block", s.user, other, on)
+    handler.__name__ = "on_block" if on else "on_unblock"
+    return handler
+
+
+def ok_body(rid) -> bytes:
+    return packb({"t": "ok"} if rid is None else {"t": "ok", "rid": rid})
+
+
 HANDLERS = {
     "register": on_register,
     "login": on_login,
@@ -127,6 +189,15 @@ HANDLERS = {
     "recv": on_recv,
     "sync": on_sync,
     "logout": on_logout,
+    "join": on_join,
+    "leave": on_leave,
+    "room_info": on_room_info,
+    "group_create": on_group_create,
+    "group_add": group_op("add"),
+    "group_remove": group_op("remove"),
+    "group_leave": group_op("leave"),
+    "block": block_op(True),
+    "unblock": block_op(False),
 }
 
 

@@ -21,6 +21,7 @@ from cluster.codec import ProtocolError, decode_body, frame, packb
 from cluster.node import Node
 from cluster.slots import SlotTable
 from gate import handlers
+from gate.rooms import Rooms
 from gate.session import Session
 
 SWEEP_EVERY = 0.2
@@ -47,19 +48,20 @@ class GateNode(Node):
         self._reqs = itertools.count(random.getrandbits(40) << 16)
         self.login_timeout = max(self.conf.request_timeout, 10.0)
         self.stats = collections.Counter()
+        self.rooms = Rooms(self)
         self.server = None
 
     # -- wiring -------------------------------------------------------------------------
     def setup(self) -> str:
         bus_addr = self.bus.bind()
         for kind, fn in (("rep", self.on_rep), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
-                         ("kick", self.on_kick), ("hello", self.on_hello)):
+                         ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv)):
             self.bus.on(kind, fn)
         self.server = StreamServer((self.spec.host, self.spec.tcp_port), self.handle,
                                    spawn=Pool(self.conf.max_connections), backlog=4096)
         self.server.start()
         self.spawn(self.deadline_worker)
-        self.bus.send(self.center_node(), "presence", self.name, [])
+        self.bus.send(self.center_node(), "presence", self.name, [], {})
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
     def shutdown(self) -> None:
@@ -180,6 +182,7 @@ class GateNode(Node):
     def close_session(self, s: Session) -> None:
         s.abort()
         self.sessions.pop(s.sid, None)
+        self.rooms.leave_all(s)
         if s.pending_user and self.logging_in.get(s.pending_user) is s:
             del self.logging_in[s.pending_user]
         if s.user is not None:
@@ -193,7 +196,7 @@ class GateNode(Node):
             raise handlers.BadRequest("rate_limited", "too many requests in flight; wait for replies")
         req = next(self._reqs)
         s.inflight += 1
-        self.pending[req] = (s, rid, kind)
+        self.pending[req] = (s, rid, kind, fields[1] if kind == "join" else None)
         deadline = time.monotonic() + (timeout or self.conf.request_timeout)
         self.deadlines.append((deadline, req))
         self.bus.send(peer, kind, self.name, req, rid, *fields)
@@ -214,10 +217,12 @@ class GateNode(Node):
                 entry = self.take(req)
                 if entry is None:
                     continue
-                s, rid, kind = entry
+                s, rid, kind, note = entry
                 self.stats["timeouts"] += 1
                 if kind == "login":
                     self._login_failed(s)
+                elif kind == "join":
+                    self.rooms.leave(s, note)
                 if not s.closed:
                     self.reply(s, handlers.error_body(
                         "unavailable", f"no answer to '{kind}' in time; retry later", rid,
@@ -229,14 +234,20 @@ class GateNode(Node):
         entry = self.take(req)
         if entry is None:
             return
-        s, _rid, kind = entry
+        s, _rid, kind, note = entry
         if kind == "login":
             self._login_failed(s)
             s.failed.add()
-        if not s.closed:
-            self.reply(s, body)
-            if kind == "logout":
-                self.close_now(s)
+        if s.closed:
+            return
+        self.reply(s, body)
+        if kind == "logout":
+            self.close_now(s)
+        elif kind == "join":
+            if len(env) > 3:
+                self.rooms.joined(s, note, env[3])
+            else:
+                self.rooms.leave(s, note)
 
     def _login_failed(self, s: Session) -> None:
         if s.pending_user and self.logging_in.get(s.pending_user) is s:
@@ -245,7 +256,7 @@ class GateNode(Node):
         s.held = None
 
     def on_welcome(self, env) -> None:
-        _, req, user, body, replay = env[:5]
+        _, req, user, body, replay, blocked = env[:6]
         entry = self.take(req)
         if entry is None or entry[0].closed:
             self.bus.send(self.center_node(), "unbind", user, self.name,
@@ -255,6 +266,7 @@ class GateNode(Node):
         if self.logging_in.get(user) is s:
             del self.logging_in[user]
         s.pending_user, s.user = None, user
+        s.blocked = set(blocked)
         old = self.users.get(user)
         self.users[user] = s
         if old is not None and old is not s and not old.closing:
@@ -341,4 +353,10 @@ class GateNode(Node):
     def on_hello(self, env) -> None:
         """Center (re)started: tell it who is here."""
         who = [[user, s.sid] for user, s in self.users.items()]
-        self.bus.send(self.center_node(), "presence", self.name, who)
+        self.bus.send(self.center_node(), "presence", self.name, who, self.rooms.counts())
+
+    def on_rdlv(self, env) -> None:
+        _, conv, seq, record, sender = env[:5]
+        count = self.rooms.deliver(conv, seq, record, sender)
+        if count:
+            self.bus.record("out", None, None, record, count)

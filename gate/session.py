@@ -63,6 +63,7 @@ class Session:
         "sid", "sock", "peer", "user", "pending_user", "reader", "out", "out_bytes",
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "limit", "on_slow", "rooms", "json",
+        "live", "live_bytes", "dropped", "room_hold", "blocked",
     )
 
     def __init__(self, sid: int, sock, peer, gate_conf, on_slow):
@@ -88,6 +89,11 @@ class Session:
         self.on_slow = on_slow
         self.rooms: set = set()
         self.json = False
+        self.live: collections.deque = collections.deque()   # room/sys frames: drop-oldest
+        self.live_bytes = 0
+        self.dropped = 0
+        self.room_hold: dict = {}     # room -> [(seq, data)] held until `joined` is sent
+        self.blocked: set = set()
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:
@@ -104,12 +110,31 @@ class Session:
         self.out_bytes += len(data)
         return True
 
+    def queue_live(self, data: bytes) -> None:
+        """Room and sys traffic: past the bound the oldest live frames go (a visible seq gap)."""
+        if self.closed:
+            return
+        self.live.append(data)
+        self.live_bytes += len(data)
+        while self.live_bytes > self.limit and len(self.live) > 1:
+            self.live_bytes -= len(self.live.popleft())
+            self.dropped += 1
+
+    def _take(self) -> bytes:
+        """Everything pending, replies and durable frames first, then live frames."""
+        if self.live:
+            self.out.extend(self.live)
+            self.live.clear()
+            self.live_bytes = 0
+        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        return data
+
     def flush(self) -> None:
         """One non-blocking send of everything pending; the rest waits for a drain."""
         self.dirty = False
-        if self.closed or self.draining or not self.out:
+        if self.closed or self.draining or not (self.out or self.live):
             return
-        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        data = self._take()
         try:
             sent = self.sock.send(data, 0, 0.0)
         except BlockingIOError:
@@ -128,9 +153,9 @@ class Session:
 
     def _drain(self) -> None:
         try:
-            while self.out and not self.closed:
+            while (self.out or self.live) and not self.closed:
                 gsocket.wait_write(self.sock.fileno(), timeout=DRAIN_TIMEOUT)
-                data = b"".join(self.out)
+                data = self._take()
                 try:
                     sent = self.sock.send(data, 0, 0.0)
                 except BlockingIOError:
@@ -145,8 +170,8 @@ class Session:
     def flush_blocking(self, timeout: float = 2.0) -> None:
         """Write out everything now (before a close), waiting at most ``timeout``."""
         deadline = time.monotonic() + timeout
-        while self.out and not self.closed:
-            data = b"".join(self.out)
+        while (self.out or self.live) and not self.closed:
+            data = self._take()
             try:
                 sent = self.sock.send(data, 0, 0.0)
             except BlockingIOError:

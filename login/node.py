@@ -22,12 +22,13 @@ from gevent.pool import Pool
 from cluster import convs
 from cluster.codec import packb
 from cluster.node import Node
-from dc.store import Store, StoreUnavailable
-from login import tokens
+from dc.store import ModerationStore, Store, StoreUnavailable
+from cluster import tokens
 
 BIND_TIMEOUT = 3.0
 MAX_LOGINS = 200
 MIN_PASSWORD = 8
+RESERVED = {"system"}
 
 
 class Refused(Exception):
@@ -46,6 +47,7 @@ class LoginNode(Node):
         self.hasher = PasswordHasher(time_cost=conf.argon2_time_cost, memory_cost=conf.argon2_memory_kib,
                                      parallelism=conf.argon2_parallelism, type=Type.ID)
         self.store = Store.from_config(config, max_connections=64)
+        self.mod = ModerationStore(self.store)
         self.pool = Pool(MAX_LOGINS)
         self.binds: dict = {}
         self._bind_ids = itertools.count(1)
@@ -87,8 +89,8 @@ class LoginNode(Node):
 
     # -- register -----------------------------------------------------------------------
     def register(self, gate, req, rid, user, password, *_) -> None:
-        if not convs.valid_user(user):
-            raise Refused("bad_name", "user names are 1-32 of A-Z a-z 0-9 _ . -")
+        if not convs.valid_user(user) or user in RESERVED:
+            raise Refused("bad_name", "user names are 1-32 of A-Z a-z 0-9 _ . - (and not 'system')")
         if len(password) < MIN_PASSWORD:
             raise Refused("weak_password", f"passwords need at least {MIN_PASSWORD} characters")
         pwhash = gevent.get_hub().threadpool.apply(self.hasher.hash, (password,))
@@ -109,7 +111,8 @@ class LoginNode(Node):
                 "convs": last, "ts": int(time.time() * 1000)}
         if rid is not None:
             body["rid"] = rid
-        self.bus.send(gate, "welcome", req, user, packb(body), replay)
+        blocked = sorted(self.mod.blocks(user))
+        self.bus.send(gate, "welcome", req, user, packb(body), replay, blocked)
 
     def authenticate(self, user, password, token) -> dict:
         conf = self.conf

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 
 class Refused(Exception):
-    def __init__(self, code: str, reason: str):
+    def __init__(self, code: str, reason: str, **extra):
         super().__init__(reason)
-        self.code, self.reason = code, reason
+        self.code, self.reason, self.extra = code, reason, extra
 
 
 @dataclass(slots=True)
@@ -33,3 +33,39 @@ class SyncReq:
     conv: str
     after: int
     limit: int
+
+
+@dataclass(slots=True)
+class JoinReq:
+    gate: str
+    req: int
+    rid: int | None
+    user: str
+    conv: str
+    members: int          # the room's member count across gates, from center
+
+
+@dataclass(slots=True)
+class GroupReq:
+    gate: str
+    req: int
+    rid: int | None
+    user: str
+    op: str               # create | add | remove | leave
+    conv: str
+    arg: object           # members (create) or the user (add, remove)
+
+
+@dataclass(slots=True)
+class PostReq:
+    """An operator's or game backend's message, sent as ``system``."""
+    gate: str | None      # the admin endpoint's node, to answer; None: no answer
+    req: int | None
+    conv: str
+    cid: str
+    body: bytes
+    user: str = "system"
+    rid: int | None = None
+    over_rate: bool = False
+    deadline: int = 2 ** 62
+    prefix: bytes = b""

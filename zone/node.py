@@ -1,13 +1,15 @@
 """A zone: the single writer of the conversations in its slots.
 
-Requests queue up during a loop tick; the ``tick_worker`` then handles the whole batch:
-one pipeline for what it must look up (unknown users, dedup keys of over-rate sends),
-one ``STORE_SCRIPT`` call for every message to store, then acks to the gates and one
-``dlv`` per stored message to center. Checks run in the contract's order: bad_conv,
-not_member, too_large, muted, resend of an acked cid, rate.
+Requests queue up during a loop tick; the ``tick_worker`` then handles them in arrival
+order, in runs: a run of sends costs one pipeline for what must be looked up (unknown
+users, dedup keys of over-rate sends) and one ``STORE_SCRIPT`` call; a run of syncs one
+pipeline; group changes and joins one at a time, in order with the sends around them.
+Checks run in the contract's order: bad_conv, not_member, too_large, muted, resend of an
+acked cid, rate.
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 import gevent
@@ -18,7 +20,9 @@ from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
 from cluster.node import Node
 from cluster.slots import SlotTable
 from dc.store import Store, StoreItem, StoreUnavailable
-from zone.checks import Refused, SendReq, SyncReq
+from zone.checks import GroupReq, JoinReq, PostReq, Refused, SendReq, SyncReq
+from zone.groups import Groups
+from zone.moderation import Moderation
 
 MAX_BATCH = 2000
 
@@ -31,6 +35,8 @@ class ZoneNode(Node):
         self.chat = config.chat
         self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.store = Store.from_config(config, max_connections=8)
+        self.groups = Groups(self.store)
+        self.mod = Moderation(self.store)
         self.center = config.nodes_of("center")[0].name
         self.queue: list = []
         self.wake = Event()
@@ -40,6 +46,10 @@ class ZoneNode(Node):
         addr = self.bus.bind()
         self.bus.on("send", lambda env: self.enqueue(SendReq(*env[1:10])))
         self.bus.on("sync", lambda env: self.enqueue(SyncReq(*env[1:8])))
+        self.bus.on("join", lambda env: self.enqueue(JoinReq(*env[1:7])))
+        self.bus.on("group", lambda env: self.enqueue(GroupReq(*env[1:8])))
+        self.bus.on("post", lambda env: self.enqueue(PostReq(*env[1:6])))
+        self.bus.on("mod", self.mod.on_change)
         self.spawn(self.tick_worker)
         return addr
 
@@ -56,25 +66,28 @@ class ZoneNode(Node):
             self.wake.clear()
             while self.queue:
                 batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
-                self.handle_batch(batch)
+                for kind, run in itertools.groupby(batch, type):
+                    self.handle_run(kind, list(run))
                 gevent.sleep(0)
 
-    def handle_batch(self, batch) -> None:
-        sends = [r for r in batch if isinstance(r, SendReq)]
-        syncs = [r for r in batch if isinstance(r, SyncReq)]
+    def handle_run(self, kind, run) -> None:
         try:
-            if sends:
-                self.handle_sends(sends)
-            if syncs:
-                self.handle_syncs(syncs)
+            if kind in (SendReq, PostReq):
+                self.handle_sends(run)
+            elif kind is SyncReq:
+                self.handle_syncs(run)
+            else:
+                for r in run:
+                    self.handle_one(r)
         except StoreUnavailable as exc:
             self.log.warning("store unavailable: %s", exc)
-            for r in batch:
-                self.error(r, "unavailable", "storage is unavailable; resend the same cid later",
-                           retry_ms=1000)
+            for r in run:
+                self.error(r, "unavailable", "storage is unavailable; retry later", retry_ms=1000)
 
     # -- replies --------------------------------------------------------------------------
     def reply(self, r, body: dict) -> None:
+        if r.gate is None:
+            return
         if r.rid is not None:
             body["rid"] = r.rid
         self.bus.send(r.gate, "rep", r.req, packb(body))
@@ -86,14 +99,15 @@ class ZoneNode(Node):
         self.reply(r, {"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts})
 
     # -- membership -----------------------------------------------------------------------
-    def learn_users(self, reqs) -> None:
-        wanted = set()
-        for r in reqs:
-            if r.conv.startswith("d:"):
-                wanted.update(convs.dm_users(r.conv))
-        unknown = wanted - self.known_users
+    def learn_users(self, names) -> None:
+        unknown = set(names) - self.known_users
         if unknown:
             self.known_users |= self.store.existing_users(unknown)
+
+    def conv_users(self, reqs):
+        for r in reqs:
+            if r.conv.startswith("d:"):
+                yield from convs.dm_users(r.conv)
 
     def check_member(self, r) -> None:
         """bad_conv, then not_member, for what the zone owns."""
@@ -104,24 +118,29 @@ class ZoneNode(Node):
             for u in convs.dm_users(r.conv):
                 if u not in self.known_users:
                     raise Refused("bad_conv", f"no user named {u}")
-            if r.user not in convs.dm_users(r.conv):
+            if r.user not in convs.dm_users(r.conv) and r.user != "system":
                 raise Refused("not_member", f"you are not in {r.conv}")
-        elif kind == "g":
+        elif kind == "g" and r.user != "system" and not self.groups.is_member(r.conv, r.user):
             raise Refused("not_member", f"you are not a member of {r.conv}")
+
+    def recipients(self, r) -> list:
+        if r.conv.startswith("d:"):
+            return [u for u in convs.dm_users(r.conv) if u != r.user]
+        return [u for u in self.groups.members(r.conv) if u != r.user]
 
     # -- sends ----------------------------------------------------------------------------
     def handle_sends(self, sends) -> None:
         now_ms = int(time.time() * 1000)
         sends = [r for r in sends if r.deadline >= now_ms]   # the gate answers the rest
-        self.learn_users(sends)
+        self.learn_users(self.conv_users(sends))
         over = [(r.conv, r.user, r.cid) for r in sends if r.over_rate]
         acked = self.store.dedup_hits(over) if over else {}
         to_store = []
         for r in sends:
             try:
-                self.check_send(r, acked)
+                self.check_send(r, acked, now_ms)
             except Refused as exc:
-                self.error(r, exc.code, exc.reason)
+                self.error(r, exc.code, exc.reason, **exc.extra)
                 continue
             if (r.conv, r.user, r.cid) in acked:
                 self.ack(r, *acked[(r.conv, r.user, r.cid)])
@@ -129,12 +148,19 @@ class ZoneNode(Node):
             to_store.append(r)
         self.store_sends(to_store, now_ms)
 
-    def check_send(self, r, acked) -> None:
+    def check_send(self, r, acked, now_ms: int) -> None:
         self.check_member(r)
         if len(r.body) > self.chat.body_max:
             raise Refused("too_large", f"body is {len(r.body)} bytes encoded; the limit is {self.chat.body_max}")
-        if r.over_rate and (r.conv, r.user, r.cid) not in acked:
+        self.mod.check_muted(r.user, now_ms)
+        if r.conv.startswith("d:") and r.user != "system":
+            self.mod.check_blocked(r.user, self.recipients(r)[0])
+        if (r.conv, r.user, r.cid) in acked:
+            return
+        if r.over_rate:
             raise Refused("rate_limited", "too many messages; slow down")
+        if r.conv.startswith("r:") and r.user != "system":
+            self.mod.check_room(r.conv, r.user, r.body, now_ms)
 
     def store_sends(self, reqs, now_ms: int) -> None:
         if not reqs:
@@ -142,24 +168,49 @@ class ZoneNode(Node):
         items = []
         for r in reqs:
             r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
-            items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r)))
-        for r, (seq, ts, dup) in zip(reqs, self.store.store_batch(items)):
+            items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix,
+                                   index=self.index_of(r), cap=self.cap_of(r.conv)))
+        results = self.store.store_batch(items)
+        resent = []
+        for r, (seq, ts, dup) in zip(reqs, results):
             self.ack(r, seq, ts)
-            if not dup:
-                self.deliver(r, seq, ts)
+            if dup:
+                resent.append((r, seq))
+            else:
+                self.deliver(r, seq, msg_record(r.prefix, seq))
+        self.redeliver(resent)
+
+    def redeliver(self, resent) -> None:
+        """A resend may follow a crash between store and delivery: deliver again.
+
+        Sessions that already have the seq drop it at the gate, so nobody sees it twice.
+        """
+        if not resent:
+            return
+        records = self.store.records([(r.conv, seq) for r, seq in resent])
+        for (r, seq), record in zip(resent, records):
+            if record is not None and convs.is_durable(r.conv):
+                self.deliver(r, seq, record, log=False)
 
     def index_of(self, r) -> str:
         return " ".join(convs.dm_users(r.conv)) if r.conv.startswith("d:") else ""
 
-    def deliver(self, r, seq: int, ts: int) -> None:
-        self.bus.record("store", r.conv, seq, r.user, r.cid, ts)
-        recipients = [u for u in convs.dm_users(r.conv) if u != r.user]
-        if recipients:
-            self.bus.send(self.center, "dlv", recipients, r.conv, seq, msg_record(r.prefix, seq))
+    def cap_of(self, conv: str) -> int:
+        return 0 if convs.is_durable(conv) else self.chat.room_history
 
-    # -- sync -----------------------------------------------------------------------------
+    def deliver(self, r, seq: int, record: bytes, log: bool = True) -> None:
+        if log:
+            self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000))
+        if convs.is_durable(r.conv):
+            users = self.recipients(r)
+            if users:
+                self.bus.send(self.center, "dlv", users, r.conv, seq, record)
+        else:
+            self.bus.send(self.center, "rdlv", r.conv, seq, record, r.user)
+
+    # -- sync and join --------------------------------------------------------------------
     def handle_syncs(self, syncs) -> None:
-        self.learn_users(syncs)
+        self.learn_users(self.conv_users(syncs))
         ok = []
         for r in syncs:
             try:
@@ -175,3 +226,52 @@ class ZoneNode(Node):
             if r.rid is not None:
                 head["rid"] = r.rid
             self.bus.send(r.gate, "rep", r.req, pack_map_with_raw(head, "msgs", records))
+
+    def handle_one(self, r) -> None:
+        try:
+            if isinstance(r, JoinReq):
+                self.join(r)
+            else:
+                self.group_op(r)
+        except Refused as exc:
+            self.error(r, exc.code, exc.reason)
+
+    def join(self, r: JoinReq) -> None:
+        last = self.store.last_seqs([r.conv])[r.conv]
+        n = min(self.chat.join_recent, last)
+        records, last = self.store.history(r.conv, last - n, n)
+        head = {"t": "joined", "conv": r.conv, "last_seq": last, "members": r.members}
+        if r.rid is not None:
+            head["rid"] = r.rid
+        self.bus.send(r.gate, "rep", r.req, pack_map_with_raw(head, "recent", records), last)
+
+    def group_op(self, r: GroupReq) -> None:
+        if self.table.zone_of(r.conv) != self.name:
+            raise Refused("unavailable", "conversation moved; retry")
+        named = list(r.arg) if r.op in ("create", "roster") else [r.arg] if r.op in ("add", "remove") else []
+        self.learn_users(named)
+        missing = [u for u in named if u not in self.known_users]
+        if r.op == "create":
+            if self.groups.get(r.conv) is not None:
+                raise Refused("exists", f"{r.conv} already exists")
+            if missing:
+                raise Refused("no_such_user", f"no user named {missing[0]}")
+            self.groups.create(r.conv, r.user, named)
+        elif r.op == "roster":
+            if missing:
+                raise Refused("no_such_user", f"no user named {missing[0]}")
+            self.learn_users([r.user])
+            self.groups.roster(r.conv, r.user, named)
+        elif r.op == "add":
+            self.groups.owned(r.conv, r.user)
+            if missing:
+                raise Refused("no_such_user", f"no user named {missing[0]}")
+            self.groups.add(r.conv, r.user, r.arg)
+        elif r.op == "remove":
+            self.groups.owned(r.conv, r.user)
+            if missing:
+                raise Refused("no_such_user", f"no user named {missing[0]}")
+            self.groups.remove(r.conv, r.user, r.arg)
+        else:
+            self.groups.leave(r.conv, r.user)
+        self.reply(r, {"t": "ok"})

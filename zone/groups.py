@@ -1,0 +1,105 @@
+"""Groups, as their single writer (the zone owning the group's slot) sees them.
+
+Membership is cached in memory after the first load, so a send checks it without a
+Redis round trip; every change is written through to Redis before the ``ok``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dc.store import GroupStore
+from zone.checks import Refused
+
+
+@dataclass(slots=True)
+class Group:
+    owner: str
+    members: list = field(default_factory=list)     # join order: [0] is longest-standing
+
+
+class Groups:
+    MISSING = None
+
+    def __init__(self, store, max_members: int = 10000):
+        self.db = GroupStore(store)
+        self.cache: dict = {}
+        self.max_members = max_members
+
+    def get(self, conv: str) -> Group | None:
+        if conv not in self.cache:
+            loaded = self.db.load(conv)
+            self.cache[conv] = Group(*loaded) if loaded else self.MISSING
+        return self.cache[conv]
+
+    def members(self, conv: str) -> list:
+        g = self.get(conv)
+        return g.members if g else []
+
+    def is_member(self, conv: str, user: str) -> bool:
+        g = self.get(conv)
+        return g is not None and user in g.members
+
+    def create(self, conv: str, owner: str, members: list) -> None:
+        if self.get(conv) is not None:
+            raise Refused("exists", f"{conv} already exists")
+        ordered = [owner] + [m for m in dict.fromkeys(members) if m != owner]
+        if len(ordered) > self.max_members:
+            raise Refused("bad_request", f"a group holds at most {self.max_members} members")
+        self.db.create(conv, owner, ordered)
+        self.cache[conv] = Group(owner, ordered)
+
+    def roster(self, conv: str, owner: str, members: list) -> None:
+        """A game backend's roster: the group becomes exactly these members."""
+        g = self.get(conv)
+        if g is None:
+            self.db.create(conv, owner, [owner] + [m for m in dict.fromkeys(members) if m != owner])
+            self.cache.pop(conv, None)
+            return
+        wanted = set(members) | {owner}
+        for user in [m for m in g.members if m not in wanted]:
+            self._drop(conv, g, user)
+        for user in [m for m in dict.fromkeys([owner, *members]) if m not in g.members]:
+            self.db.add(conv, user)
+            g.members.append(user)
+        if g.owner != owner:
+            self.db.set_owner(conv, owner)
+            g.owner = owner
+
+    def owned(self, conv: str, user: str) -> Group:
+        g = self.get(conv)
+        if g is None or user not in g.members:
+            raise Refused("not_member", f"you are not a member of {conv}")
+        if g.owner != user:
+            raise Refused("not_owner", f"only the owner of {conv} can do that")
+        return g
+
+    def add(self, conv: str, owner: str, user: str) -> None:
+        g = self.owned(conv, owner)
+        if user in g.members:
+            return
+        if len(g.members) >= self.max_members:
+            raise Refused("bad_request", f"a group holds at most {self.max_members} members")
+        self.db.add(conv, user)
+        g.members.append(user)
+
+    def remove(self, conv: str, owner: str, user: str) -> None:
+        g = self.owned(conv, owner)
+        if user not in g.members:
+            raise Refused("not_member", f"{user} is not in {conv}")
+        self._drop(conv, g, user)
+
+    def leave(self, conv: str, user: str) -> None:
+        g = self.get(conv)
+        if g is None or user not in g.members:
+            raise Refused("not_member", f"you are not a member of {conv}")
+        self._drop(conv, g, user)
+
+    def _drop(self, conv: str, g: Group, user: str) -> None:
+        rest = [m for m in g.members if m != user]
+        new_owner = rest[0] if g.owner == user and rest else None
+        self.db.remove(conv, user, new_owner, empty=not rest)
+        g.members = rest
+        if new_owner:
+            g.owner = new_owner
+        if not rest:
+            self.cache[conv] = self.MISSING

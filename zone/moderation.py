@@ -1,0 +1,79 @@
+"""Moderation a zone enforces: mutes, room slow mode, duplicate suppression.
+
+State lives in Redis (``dc.keys.MUTES``, ``ROOM_MODES``) and is loaded at start; center
+pushes every change to every zone as a ``mod`` envelope, so a change holds on every zone
+within a tick. Slow mode and duplicate suppression are off until an operator sets them.
+"""
+from __future__ import annotations
+
+import collections
+
+from dc.store import ModerationStore
+from zone.checks import Refused
+
+BLOCK_MEMORY = 100000    # users whose block lists are cached
+DUP_MEMORY = 100000       # (room, user, body) entries remembered for duplicate suppression
+
+
+class Moderation:
+    def __init__(self, store):
+        self.db = ModerationStore(store)
+        self.mutes: dict = self.db.mutes()
+        self.rooms: dict = self.db.room_modes()        # room -> (slow seconds, dup window)
+        self.last_sent: collections.OrderedDict = collections.OrderedDict()   # (room, user) -> ms
+        self.recent: collections.OrderedDict = collections.OrderedDict()
+        self.blocks: collections.OrderedDict = collections.OrderedDict()   # user -> set, LRU
+
+    def on_change(self, env) -> None:
+        _, what, key, value = env[:4]
+        if what == "mute":
+            if value:
+                self.mutes[key] = value
+            else:
+                self.mutes.pop(key, None)
+        elif what == "block":
+            other, on = value
+            if key in self.blocks:
+                (self.blocks[key].add if on else self.blocks[key].discard)(other)
+        elif what == "room":
+            if value and any(value):
+                self.rooms[key] = tuple(value)
+            else:
+                self.rooms.pop(key, None)
+
+    def check_muted(self, user: str, now_ms: int) -> None:
+        until = self.mutes.get(user)
+        if until and until > now_ms:
+            raise Refused("muted", "you are muted", until=until)
+
+    def check_blocked(self, sender: str, recipient: str) -> None:
+        blocked = self.blocks.get(recipient)
+        if blocked is None:
+            blocked = self.blocks[recipient] = self.db.blocks(recipient)
+            while len(self.blocks) > BLOCK_MEMORY:
+                self.blocks.popitem(last=False)
+        if sender in blocked:
+            raise Refused("blocked", f"{recipient} does not accept your messages")
+
+    def check_room(self, room: str, user: str, body: bytes, now_ms: int) -> None:
+        mode = self.rooms.get(room)
+        if not mode:
+            return
+        slow, dups = mode
+        if slow:
+            last = self.last_sent.get((room, user), 0)
+            if now_ms - last < slow * 1000:
+                raise Refused("rate_limited", f"slow mode: one message every {slow:g} s in {room}")
+            self.last_sent[(room, user)] = now_ms
+            self.last_sent.move_to_end((room, user))
+            while len(self.last_sent) > DUP_MEMORY:
+                self.last_sent.popitem(last=False)
+        if dups:
+            key = (room, user, body)
+            seen = self.recent.get(key)
+            if seen is not None and now_ms - seen < dups * 1000:
+                raise Refused("rate_limited", f"you just said that in {room}")
+            self.recent[key] = now_ms
+            self.recent.move_to_end(key)
+            while len(self.recent) > DUP_MEMORY:
+                self.recent.popitem(last=False)
