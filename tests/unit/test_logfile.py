@@ -1,0 +1,216 @@
+"""cluster.logfile: writer, rotation, reader, torn tails and tail's formatting."""
+import errno
+import os
+
+import msgpack
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cluster import logfile
+from cluster.logfile import LogWriter, Record, encode_record
+
+TS = 1_700_000_000_123          # 2023-11-14T22:13:20.123Z
+
+
+def body(**fields) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def rec(i: int, user: str = "alice") -> list:
+    return [TS + i, "gate1", "in", i, user, body(t="send", conv="d:alice:bob", cid=f"c{i}")]
+
+
+def write_records(directory, records, rotate_bytes=1 << 20, keep_files=20) -> LogWriter:
+    writer = LogWriter(str(directory), rotate_bytes, keep_files)
+    writer.open()
+    writer.write([encode_record(r) for r in records])
+    writer.close()
+    return writer
+
+
+def test_round_trip_keeps_every_kind_and_bytes(tmp_path):
+    records = [
+        rec(1),
+        [TS, "gate1", "out", None, None, body(t="sys", text="hi"), 120],
+        [TS, "zone1", "store", "r:lobby", 7, "bob", "c9", TS],
+        [TS, "center1", "admin", "kick", {"user": "bob", "reason": "spam"}],
+        [TS, "gate2", "stats", {"log_drops": 3, "sessions": 10}],
+        [TS, "zone2", "weird", b"\x00\x01", [1, 2]],
+    ]
+    write_records(tmp_path, records)
+    got = list(logfile.iter_records(str(tmp_path)))
+    assert [[r.ts_ms, r.node, r.kind, *r.fields] for r in got] == records
+
+
+def test_one_write_per_batch(tmp_path, monkeypatch):
+    writer = LogWriter(str(tmp_path), 1 << 20, 5)
+    writer.open()
+    calls = []
+    real_write = os.write
+    monkeypatch.setattr(logfile.os, "write", lambda fd, data: calls.append(1) or real_write(fd, data))
+    writer.write([encode_record(rec(i)) for i in range(500)])
+    assert len(calls) == 1
+    writer.close()
+
+
+def test_rotation_keeps_newest_files_in_order(tmp_path):
+    writer = LogWriter(str(tmp_path), 1000, 3)
+    writer.open()
+    for i in range(300):
+        writer.write([encode_record(rec(i))])
+    writer.close()
+    files = logfile.list_files(str(tmp_path))
+    assert len(files) == 3 and files[0][0] > 1
+    biggest = len(encode_record(rec(299)))
+    for _, path in files[:-1]:
+        assert 1000 <= os.path.getsize(path) < 1000 + biggest
+    seqs = [r.fields[0] for r in logfile.iter_records(str(tmp_path))]
+    assert seqs == list(range(seqs[0], 300))
+
+
+def test_one_big_batch_is_split_across_files(tmp_path):
+    write_records(tmp_path, [rec(i) for i in range(100)], rotate_bytes=2000, keep_files=50)
+    files = logfile.list_files(str(tmp_path))
+    assert len(files) > 3
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == list(range(100))
+
+
+def test_reopen_continues_the_newest_file(tmp_path):
+    first = write_records(tmp_path, [rec(1)])
+    second = write_records(tmp_path, [rec(2)])
+    assert first.number == second.number == 1
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == [1, 2]
+
+
+def test_torn_tail_is_skipped_then_cut_on_reopen(tmp_path):
+    writer = write_records(tmp_path, [rec(1), rec(2)])
+    with open(writer.path, "ab") as fh:
+        fh.write(encode_record(rec(3))[:-5])
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == [1, 2]
+    write_records(tmp_path, [rec(4)])
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == [1, 2, 4]
+
+
+def test_corrupt_record_stops_that_file_only(tmp_path):
+    writer = LogWriter(str(tmp_path), 1 << 20, 5)
+    writer.open()
+    writer.write([encode_record(rec(1)), encode_record(rec(2))])
+    writer.rotate()
+    writer.write([encode_record(rec(3))])
+    writer.close()
+    first = logfile.list_files(str(tmp_path))[0][1]
+    data = bytearray(open(first, "rb").read())
+    data[-3] ^= 0xFF                                   # CRC mismatch in record 2
+    open(first, "wb").write(bytes(data))
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == [1, 3]
+
+
+def test_failed_write_cuts_back_to_last_whole_record(tmp_path, monkeypatch):
+    writer = LogWriter(str(tmp_path), 1 << 20, 5)
+    writer.open()
+    writer.write([encode_record(rec(1))])
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logfile.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        writer.write([encode_record(rec(2))])
+    monkeypatch.setattr(logfile.os, "write", real_write)
+    writer.write([encode_record(rec(3))])
+    writer.close()
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == [1, 3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(garbage=st.binary(max_size=64))
+def test_any_garbage_tail_never_breaks_the_reader(tmp_path_factory, garbage):
+    directory = tmp_path_factory.mktemp("garbage")
+    writer = write_records(directory, [rec(1), rec(2)])
+    with open(writer.path, "ab") as fh:
+        fh.write(garbage)
+    got = [r.fields[0] for r in logfile.iter_records(str(directory))]
+    assert got[:2] == [1, 2]
+
+
+def test_foreign_files_are_ignored(tmp_path):
+    (tmp_path / "traffic-00000001.log").write_bytes(b"not ours at all")
+    (tmp_path / "notes.txt").write_text("hello")
+    write_records(tmp_path, [rec(5)])
+    assert [n for n, _ in logfile.list_files(str(tmp_path))] == [1, 2]
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == [5]
+
+
+# -- tail -------------------------------------------------------------------------------
+def tail_lines(data_dir, **kwargs) -> list[str]:
+    lines = []
+    logfile.tail(str(data_dir), out=lines.append, **kwargs)
+    return lines
+
+
+def test_tail_formats_one_line_per_kind(tmp_path):
+    write_records(tmp_path / "log", [
+        [TS, "gate1", "in", 17, "alice", body(t="send", rid=4, cid="x", conv="d:alice:bob")],
+        [TS, "gate1", "out", None, None, body(t="msg", conv="r:lobby", seq=9), 120],
+        [TS, "zone1", "store", "d:alice:bob", 12, "alice", "x", TS],
+        [TS, "center1", "admin", "kick", {"user": "bob", "reason": "spam"}],
+        [TS, "gate2", "stats", {"sessions": 10, "log_drops": 3}],
+        [TS, "zone2", "weird", b"\x00\x01", "two words"],
+    ])
+    assert tail_lines(tmp_path) == [
+        "2023-11-14T22:13:20.123Z gate1 in alice send conv=d:alice:bob cid=x rid=4 sid=17",
+        "2023-11-14T22:13:20.123Z gate1 out - msg conv=r:lobby seq=9 sid=- recipients=120",
+        "2023-11-14T22:13:20.123Z zone1 store alice conv=d:alice:bob seq=12 cid=x",
+        "2023-11-14T22:13:20.123Z center1 admin bob kick user=bob reason=spam",
+        "2023-11-14T22:13:20.123Z gate2 stats - log_drops=3 sessions=10",
+        "2023-11-14T22:13:20.123Z zone2 weird - <2 bytes> 'two words'",
+    ]
+
+
+def test_tail_filters_by_user_and_keeps_the_last_n(tmp_path):
+    records = [rec(i, "alice" if i % 2 else "bob") for i in range(50)]
+    records.append([TS, "zone1", "store", "d:alice:bob", 1, "alice", "c99", TS])
+    write_records(tmp_path / "log", records, rotate_bytes=600)
+    assert len(logfile.list_files(str(tmp_path / "log"))) > 3
+    lines = tail_lines(tmp_path, user="alice", n=3)
+    assert [line.split()[3] for line in lines] == ["alice"] * 3
+    assert "cid=c47" in lines[0] and "cid=c49" in lines[1] and " store " in lines[2]
+    assert len(tail_lines(tmp_path, n=20)) == 20
+    assert tail_lines(tmp_path, n=0) == []
+    assert tail_lines(tmp_path, user="nobody") == []
+
+
+def test_tail_never_prints_secrets_or_raw_newlines(tmp_path):
+    write_records(tmp_path / "log", [
+        [TS, "gate1", "in", 1, None, body(t="login", user="alice", password="hunter2",
+                                          token="tok-123", v=1)],
+        [TS, "gate1", "in", 1, "alice", body(t="send", conv="r:a", body={"text": "a\nb",
+                                                                          "Secret": "s3"})],
+        [TS, "center1", "admin", "login", {"user": "bob", "api_token": "tok-456"}],
+    ])
+    lines = tail_lines(tmp_path)
+    text = "\n".join(lines)
+    assert len(lines) == 3
+    for secret in ("hunter2", "tok-123", "tok-456", "s3"):
+        assert secret not in text
+    assert "password=***" in lines[0] and "token=***" in lines[0]
+    assert r"text='a\nb'" in lines[1]
+
+
+def test_tail_survives_undecodable_bodies_and_missing_dir(tmp_path):
+    assert logfile.tail(str(tmp_path / "nothing"), out=lambda line: None) == 0
+    write_records(tmp_path / "log", [[TS, "gate1", "in", 1, "alice", b"\xc1garbage"],
+                                     [TS, "gate1", "out"]])
+    lines = tail_lines(tmp_path)
+    assert "not msgpack" in lines[0]
+    assert lines[1] == "2023-11-14T22:13:20.123Z gate1 out - - sid=- recipients=-"
+
+
+def test_record_is_a_named_tuple():
+    r = Record(TS, "n", "k", [1])
+    assert logfile.format_record(r).startswith("2023-11-14T22:13:20.123Z n k - 1")
