@@ -11,9 +11,10 @@ POST path                JSON body                                      answer
 ``/v1/kick``             ``{user}``                                     ``{kicked: bool}``
 ``/v1/mute``             ``{user, seconds}`` (0 unmutes)                ``{until}``
 ``/v1/ban``              ``{user, reason}`` (empty reason unbans)       ``{banned: bool}``
-``/v1/room``             ``{room, slow?, dups?}`` (seconds, 0 = off)    ``{room, slow, dups}``
+``/v1/room``             ``{room, slow?, dups?}`` (seconds, 0 = off; an omitted one stays)  ``{room, slow, dups}``
 ``/v1/token``            ``{user}``                                     ``{token, expires}``
 ``/v1/group``            ``{group, owner, members}`` (a roster)         ``{group, members}``
+``/v1/reload``           ``{}``: zones re-read moderation.word_filter     ``{reloaded}``
 ``/v1/stats`` (GET)      -                                              counters
 =======================  =============================================  ==================
 
@@ -55,6 +56,7 @@ class AdminApi:
             "/v1/broadcast": self.broadcast, "/v1/post": self.post, "/v1/kick": self.kick,
             "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/room": self.room,
             "/v1/token": self.token, "/v1/group": self.group, "/v1/stats": self.stats,
+            "/v1/reload": self.reload,
         }
         self.server = None
 
@@ -144,7 +146,8 @@ class AdminApi:
         room = args.get("room")
         if not isinstance(room, str) or not room.startswith("r:") or not convs.valid(room):
             raise AdminError(400, "bad_request", "'room' must be a room id (r:<name>)")
-        slow, dups = args.get("slow", 0), args.get("dups", 0)
+        current = self.center.moderation.room_modes().get(room, (0.0, 0.0))
+        slow, dups = args.get("slow", current[0]), args.get("dups", current[1])
         if not all(isinstance(v, (int, float)) and v >= 0 for v in (slow, dups)):
             raise AdminError(400, "bad_request", "'slow' and 'dups' are seconds >= 0")
         self.center.moderation.set_room_mode(room, float(slow), float(dups))
@@ -169,6 +172,11 @@ class AdminApi:
         if answer.get("t") != "ok":
             raise AdminError(400, answer.get("code", "unavailable"), answer.get("reason", ""))
         return {"group": group, "owner": owner, "members": members}
+
+    def reload(self, _args) -> dict:
+        """Zones re-read moderation.word_filter from their config file."""
+        self.center.tell_zones("reload", "", None)
+        return {"reloaded": len(self.center.zones)}
 
     def stats(self, _args) -> dict:
         return self.center.snapshot()

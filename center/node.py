@@ -37,6 +37,7 @@ class CenterNode(Node):
         self.store = Store.from_config(config, max_connections=8)
         self.moderation = ModerationStore(self.store)
         self.zones = [n.name for n in config.nodes_of("zone")]
+        self.login_node = config.nodes_of("login")[0].name
         self.waiting: dict = {}
         self._reqs = itertools.count(1)
         self.admin = AdminApi(self)
@@ -51,7 +52,7 @@ class CenterNode(Node):
                          ("presence", self.on_presence), ("dlv", self.on_dlv),
                          ("rdlv", self.on_rdlv), ("roomcount", self.on_roomcount),
                          ("join", self.on_join), ("room_info", self.on_room_info),
-                         ("rep", self.on_rep)):
+                         ("rep", self.on_rep), ("resume", self.on_resume)):
             self.bus.on(kind, fn)
         if self.spec.admin_port:
             self.admin.start(self.spec.host, self.spec.admin_port)
@@ -71,6 +72,10 @@ class CenterNode(Node):
         _, user, gate, sid = env[:4]
         if self.presence.get(user) == (gate, sid):
             del self.presence[user]
+
+    def on_resume(self, env) -> None:
+        """Passed on to login after the gate's presence (same pipe, so already applied)."""
+        self.bus.send_packed(self.login_node, packb(env))
 
     def on_presence(self, env) -> None:
         """A gate's full list: forget its sessions not listed, learn the listed ones."""

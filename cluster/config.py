@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,12 @@ class ChatConf:
 
 
 @dataclass(frozen=True)
+class ModerationConf:
+    word_filter: list = field(default_factory=list)
+    filter_action: str = "mask"
+
+
+@dataclass(frozen=True)
 class LogConf:
     rotate_bytes: int = 64 * 1024 * 1024
     keep_files: int = 20
@@ -114,6 +121,7 @@ class NodeSpec:
 SECTIONS = {
     "cluster": ClusterConf, "redis": RedisConf, "bus": BusConf, "gate": GateConf,
     "login": LoginConf, "chat": ChatConf, "log": LogConf, "supervisor": SupervisorConf,
+    "moderation": ModerationConf,
 }
 
 
@@ -127,6 +135,7 @@ class Config:
     chat: ChatConf
     log: LogConf
     supervisor: SupervisorConf
+    moderation: ModerationConf
     nodes: dict
     path: str = ""
 
@@ -216,6 +225,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("with managed: false, set redis.url", "redis.url")
     if cfg.chat.slots < 1:
         raise ConfigError("must be at least 1", "chat.slots")
+    if cfg.moderation.filter_action not in ("mask", "refuse"):
+        raise ConfigError("must be mask or refuse", "moderation.filter_action")
+    for i, pattern in enumerate(cfg.moderation.word_filter):
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"not a valid regular expression: {exc}", f"moderation.word_filter[{i}]")
     if len(cfg.cluster.secret) < 16:
         raise ConfigError("must be at least 16 characters", "cluster.secret")
 

@@ -186,7 +186,7 @@ class Store:
             args += (user, conv, int(seq))
         return int(self._call(self._cursor, [], args))
 
-    def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",)):
+    def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",), floors=None):
         """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...]).
 
         The replay holds, per DM or group of the user, the first ``replay_max`` messages
@@ -200,6 +200,8 @@ class Store:
         members, cur_raw = self._call(read_index)
         convs = sorted(m.decode() for m in members)
         cursors = {k.decode(): int(v) for k, v in cur_raw.items()}
+        for conv, seen in (floors or {}).items():
+            cursors[conv] = max(cursors.get(conv, 0), seen)
         last = self.last_seqs(list(convs) + list(extra_convs))
         wanted = [(c, cursors.get(c, 0), min(replay_max, last[c] - cursors.get(c, 0)))
                   for c in convs if last[c] > cursors.get(c, 0)]

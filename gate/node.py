@@ -21,6 +21,7 @@ from cluster.codec import ProtocolError, decode_body, frame, packb
 from cluster.node import Node
 from cluster.slots import SlotTable
 from gate import handlers
+from gate.http import WebServer
 from gate.rooms import Rooms
 from gate.session import Session
 
@@ -50,23 +51,30 @@ class GateNode(Node):
         self.stats = collections.Counter()
         self.rooms = Rooms(self)
         self.server = None
+        self.web = None                 # HTTP + WebSocket on ws_port (gate/http.py)
 
     # -- wiring -------------------------------------------------------------------------
     def setup(self) -> str:
         bus_addr = self.bus.bind()
         for kind, fn in (("rep", self.on_rep), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
-                         ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv)):
+                         ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv),
+                         ("resumed", self.on_resumed)):
             self.bus.on(kind, fn)
         self.server = StreamServer((self.spec.host, self.spec.tcp_port), self.handle,
                                    spawn=Pool(self.conf.max_connections), backlog=4096)
         self.server.start()
+        if self.spec.ws_port is not None:
+            self.web = WebServer(self, self.server.pool)
+            self.web.start()
         self.spawn(self.deadline_worker)
         self.bus.send(self.center_node(), "presence", self.name, [], {})
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
     def shutdown(self) -> None:
         if self.server is not None:
-            self.server.stop(timeout=0)
+            self.server.close()         # not stop(): it kills the handlers before the kicks
+        if self.web is not None:
+            self.web.close()
         body = packb({"t": "kicked", "reason": "shutdown"})
         for s in list(self.sessions.values()):
             s.queue(s.encode(body))
@@ -223,7 +231,9 @@ class GateNode(Node):
                     self._login_failed(s)
                 elif kind == "join":
                     self.rooms.leave(s, note)
-                if not s.closed:
+                if kind == "resume":
+                    self.start_replay(s, [])
+                elif not s.closed:
                     self.reply(s, handlers.error_body(
                         "unavailable", f"no answer to '{kind}' in time; retry later", rid,
                         retry_ms=RETRY_MS))
@@ -235,6 +245,9 @@ class GateNode(Node):
         if entry is None:
             return
         s, _rid, kind, note = entry
+        if kind == "resume":
+            self.start_replay(s, [])
+            return
         if kind == "login":
             self._login_failed(s)
             s.failed.add()
@@ -322,15 +335,15 @@ class GateNode(Node):
 
     def on_dlv(self, env) -> None:
         _, users, conv, seq, record = env[:5]
-        data, count = frame(record), 0
+        data, count, ws_cache = frame(record), 0, {}
         for user in users:
             s = self.users.get(user)
             if s is None or s.held is not None:
                 s = s or self.logging_in.get(user)
                 if s is not None:
-                    self._hold(s, conv, seq, data)
+                    self._hold(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache))
                 continue
-            if self.push_record(s, conv, seq, data):
+            if self.push_record(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache)):
                 self.mark_dirty(s)
                 count += 1
         if count:
@@ -354,6 +367,26 @@ class GateNode(Node):
         """Center (re)started: tell it who is here."""
         who = [[user, s.sid] for user, s in self.users.items()]
         self.bus.send(self.center_node(), "presence", self.name, who, self.rooms.counts())
+        for s in list(self.users.values()):
+            self.resume(s)
+
+    def resume(self, s: Session) -> None:
+        """Deliveries in flight when center died are lost: ask for what this session lacks.
+
+        Live deliveries are held meanwhile so the session still sees each conversation
+        in seq order; the request passes through center after the presence above.
+        """
+        if s.held is None and not s.replaying:
+            s.held = []
+        try:
+            self.forward(s, None, self.center_node(), "resume", s.user, dict(s.seen))
+        except handlers.BadRequest:
+            self.start_replay(s, [])
+
+    def on_resumed(self, env) -> None:
+        entry = self.take(env[1])
+        if entry is not None and not entry[0].closed:
+            self.start_replay(entry[0], env[2])
 
     def on_rdlv(self, env) -> None:
         _, conv, seq, record, sender = env[:5]

@@ -58,6 +58,7 @@ class LoginNode(Node):
         self.bus.on("register", lambda env: self.run(self.register, env))
         self.bus.on("login", lambda env: self.run(self.login, env))
         self.bus.on("bound", self.on_bound)
+        self.bus.on("resume", lambda env: self.run(self.resume, env))
         return addr
 
     def shutdown(self) -> None:
@@ -113,6 +114,11 @@ class LoginNode(Node):
             body["rid"] = rid
         blocked = sorted(self.mod.blocks(user))
         self.bus.send(gate, "welcome", req, user, packb(body), replay, blocked)
+
+    def resume(self, gate, req, rid, user, seen, *_) -> None:
+        """After a center restart: what a session may have missed, above what it has."""
+        _last, replay = self.store.welcome_state(user, self.config.chat.replay_max, floors=seen)
+        self.bus.send(gate, "resumed", req, replay)
 
     def authenticate(self, user, password, token) -> dict:
         conf = self.conf

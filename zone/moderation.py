@@ -7,6 +7,9 @@ within a tick. Slow mode and duplicate suppression are off until an operator set
 from __future__ import annotations
 
 import collections
+import re
+
+from cluster.codec import packb, unpackb
 
 from dc.store import ModerationStore
 from zone.checks import Refused
@@ -77,3 +80,22 @@ class Moderation:
             self.recent.move_to_end(key)
             while len(self.recent) > DUP_MEMORY:
                 self.recent.popitem(last=False)
+
+
+class WordFilter:
+    """Patterns from ``moderation.word_filter``: masked or refused, as configured."""
+
+    def __init__(self, patterns, action: str):
+        self.action = action
+        self.regex = re.compile("|".join(f"(?:{p})" for p in patterns), re.I) if patterns else None
+
+    def apply(self, body_raw: bytes) -> bytes:
+        """The body to store: unchanged, masked, or Refused('filtered')."""
+        if self.regex is None:
+            return body_raw
+        body = unpackb(body_raw)
+        if not isinstance(body, str) or not self.regex.search(body):
+            return body_raw
+        if self.action == "refuse":
+            raise Refused("filtered", "your message contains words this server does not allow")
+        return packb(self.regex.sub(lambda m: "*" * len(m.group(0)), body))

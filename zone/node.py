@@ -22,7 +22,8 @@ from cluster.slots import SlotTable
 from dc.store import Store, StoreItem, StoreUnavailable
 from zone.checks import GroupReq, JoinReq, PostReq, Refused, SendReq, SyncReq
 from zone.groups import Groups
-from zone.moderation import Moderation
+from cluster import config as config_mod
+from zone.moderation import Moderation, WordFilter
 
 MAX_BATCH = 2000
 
@@ -37,6 +38,7 @@ class ZoneNode(Node):
         self.store = Store.from_config(config, max_connections=8)
         self.groups = Groups(self.store)
         self.mod = Moderation(self.store)
+        self.words = WordFilter(config.moderation.word_filter, config.moderation.filter_action)
         self.center = config.nodes_of("center")[0].name
         self.queue: list = []
         self.wake = Event()
@@ -49,12 +51,27 @@ class ZoneNode(Node):
         self.bus.on("join", lambda env: self.enqueue(JoinReq(*env[1:7])))
         self.bus.on("group", lambda env: self.enqueue(GroupReq(*env[1:8])))
         self.bus.on("post", lambda env: self.enqueue(PostReq(*env[1:6])))
-        self.bus.on("mod", self.mod.on_change)
+        self.bus.on("mod", self.on_mod)
         self.spawn(self.tick_worker)
         return addr
 
     def shutdown(self) -> None:
         self.store.close()
+
+    def on_mod(self, env) -> None:
+        if env[1] == "reload":
+            self.reload_filter()
+        else:
+            self.mod.on_change(env)
+
+    def reload_filter(self) -> None:
+        try:
+            conf = config_mod.load(self.config.path).moderation
+        except config_mod.ConfigError as exc:
+            self.log.error("word filter not reloaded: %s", exc)
+            return
+        self.words = WordFilter(conf.word_filter, conf.filter_action)
+        self.log.info("word filter reloaded: %d patterns, %s", len(conf.word_filter), conf.filter_action)
 
     def enqueue(self, req) -> None:
         self.queue.append(req)
@@ -159,6 +176,8 @@ class ZoneNode(Node):
             return
         if r.over_rate:
             raise Refused("rate_limited", "too many messages; slow down")
+        if r.user != "system":
+            r.body = self.words.apply(r.body)
         if r.conv.startswith("r:") and r.user != "system":
             self.mod.check_room(r.conv, r.user, r.body, now_ms)
 
