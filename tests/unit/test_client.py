@@ -1,0 +1,399 @@
+"""The client's bookkeeping (pure logic) and its framing and rid matching over real sockets.
+
+The peer is a scripted fake on a local StreamServer: it tests the client, not the server.
+"""
+import io
+import itertools
+import os
+
+import gevent
+import pytest
+from gevent.event import Event
+from gevent.queue import Queue
+from gevent.server import StreamServer
+
+import cluster  # noqa: F401
+from cluster.chat import ChatSession, clean, describe_error, run_chat
+from cluster.client import Client, ClientError, ConnectionLost, RequestTimeout, dm_conv
+from cluster.client_track import SendBook, SeqTracker
+from cluster.codec import FrameReader, decode_body, encode_frame
+
+DM = "d:alice:bob"
+
+
+def msg(conv, seq, sender="bob", body="x"):
+    return {"t": "msg", "conv": conv, "seq": seq, "from": sender, "ts": 0, "cid": f"c{seq}", "body": body}
+
+
+class Recorder:                                     # a SeqTracker with its outputs recorded
+    def __init__(self, sending=False):
+        self.seen, self.fills = [], []
+        self.t = SeqTracker(lambda st, m: self.seen.append(m["seq"]), self.fills.append, lambda _: sending)
+
+
+# -- pure bookkeeping --------------------------------------------------------------------
+def test_dm_conv_orders_names_by_bytes_and_refuses_nonsense():
+    assert dm_conv("bob", "alice") == dm_conv("alice", "bob") == DM
+    assert dm_conv("a", "B") == "d:B:a"
+    for a, b in (("al", "al"), ("al", "x:y"), ("", "bob")):
+        with pytest.raises(ValueError):
+            dm_conv(a, b)
+
+
+def test_duplicates_are_dropped_and_counted_and_the_first_push_sets_the_base():
+    r = Recorder()
+    for seq in (41, 42, 42, 41, 43):
+        r.t.on_msg(msg(DM, seq))
+    assert r.seen == [41, 42, 43] and r.t.counters["dups"] == 2 and r.fills == []
+
+
+def test_room_gap_is_counted_and_delivered():
+    r = Recorder()
+    for seq in (1, 4, 5):
+        r.t.on_msg(msg("r:lobby", seq))
+    assert r.seen == [1, 4, 5] and r.fills == []
+    assert (r.t.counters["gaps"], r.t.counters["missed"]) == (1, 2)
+
+
+def test_durable_gap_holds_later_pushes_until_the_sync_fills_the_hole():
+    r = Recorder()
+    r.t.on_msg(msg(DM, 1))
+    r.t.on_msg(msg(DM, 4))
+    assert r.seen == [1] and len(r.fills) == 1 and r.t.fill_need(r.fills[0]) == 3
+    r.t.on_msg(msg(DM, 5))                          # held too, no second fill
+    assert r.t.synced(r.fills[0], [msg(DM, 2), msg(DM, 3), msg(DM, 4)]) and len(r.fills) == 1
+    r.t.end_fill(r.fills[0])
+    assert r.seen == [1, 2, 3, 4, 5]
+    assert (r.t.counters["gaps"], r.t.counters["filled"], r.t.counters["lost"]) == (1, 2, 0)
+
+
+def test_a_push_below_one_seen_is_out_of_order_and_closes_the_hole():
+    r = Recorder()
+    for seq in (1, 3, 2):
+        r.t.on_msg(msg(DM, seq))
+    assert r.seen == [1, 2, 3] and r.t.counters["out_of_order"] == 1
+    assert r.t.fill_need(r.fills[0]) <= r.fills[0].last
+
+
+def test_a_hole_the_server_cannot_fill_is_lost_and_the_held_pushes_released():
+    r = Recorder()
+    r.t.on_msg(msg(DM, 1))
+    r.t.on_msg(msg(DM, 5))
+    assert not r.t.synced(r.fills[0], [])
+    r.t.end_fill(r.fills[0])
+    assert r.seen == [1, 5] and r.t.counters["lost"] == 3 and r.t.counters["fill_failed"] == 1
+
+
+def test_own_acks_count_as_seen_whatever_the_order():
+    r = Recorder()
+    r.t.on_ack(DM, 5)                               # our ack overtook bob's seq 4
+    r.t.on_msg(msg(DM, 4))
+    r.t.on_msg(msg(DM, 6))
+    r.t.on_msg(msg(DM, 5))                          # a replay of our own message
+    assert r.seen == [4, 6] and r.fills == [] and r.t.counters["dups"] == 1
+
+
+def test_room_gap_waits_for_an_own_send_in_flight():
+    r = Recorder(sending=True)
+    r.t.on_join({"conv": "r:lobby", "last_seq": 10, "recent": []})
+    r.t.on_msg(msg("r:lobby", 12))
+    assert r.seen == [] and len(r.fills) == 1
+    r.t.on_ack("r:lobby", 11)
+    assert r.seen == [12]
+    r.t.end_fill(r.fills[0])
+    assert r.t.counters["gaps"] == r.t.counters["missed"] == 0
+
+
+def test_catch_up_fills_conversations_known_or_replayed_and_bases_the_others():
+    r = Recorder()
+    r.t.on_msg(msg(DM, 3))
+    known = r.t.on_welcome()
+    r.t.on_msg(msg("g:team", 1))
+    r.t.on_ack("d:alice:dave", 5)                   # sent after the login; nothing replayed
+    assert r.t.catch_up({DM: 5, "d:alice:carol": 9, "d:alice:dave": 4, "g:team": 2, "sys": 7}, known) == [
+        DM, "d:alice:carol", "d:alice:dave", "g:team"]
+    assert sorted((st.conv, st.target) for st in r.fills) == [(DM, 5), ("g:team", 2)]
+    assert (r.t.last_seen("d:alice:carol"), r.t.last_seen("d:alice:dave")) == (9, 5)
+
+
+def test_send_book_keeps_unacked_sends_in_order_until_ack_or_error():
+    book = SendBook()
+    a, b = book.add(DM, "c1", "hi"), book.add(DM, "c2", "yo")
+    assert book.add(DM, "c1", "other") is a and [p.cid for p in book.pending.values()] == ["c1", "c2"]
+    book.acked({"t": "ack", "conv": DM, "cid": "c1", "seq": 3})
+    assert a.done.get(timeout=0)["seq"] == 3 and book.to(DM) == [b]
+    book.settle(b, {"t": "ack"})                    # acks settle through acked() only
+    assert book.to(DM) == [b]
+    book.settle(b, {"t": "error", "code": "muted"})
+    assert book.pending == {} and b.done.get(timeout=0)["code"] == "muted"
+
+
+# -- over a socket: a scripted peer ------------------------------------------------------
+class FakePeer:
+    """Answers login/ping/send/sync/join/logout like a gate would; records every frame."""
+
+    def __init__(self):
+        self.frames, self.log, self.socks, self.accepted = Queue(), [], [], Event()
+        self.seqs, self.acks, self.history = {}, {}, {}
+        self.welcome_convs, self.replay = {}, []
+        self.tokens, self.clients = itertools.count(1), []
+        self.handlers = {"login": self.on_login, "send": self.on_send, "sync": self.on_sync,
+                         "logout": self.on_logout, "register": lambda req: [{"t": "ok", "rid": req["rid"]}],
+                         "ping": lambda req: [{"t": "pong", "rid": req["rid"], "ts": 0}] if "rid" in req else [],
+                         "join": lambda req: [{"t": "joined", "rid": req["rid"], "conv": req["room"],
+                                               "last_seq": 5, "recent": []}]}
+        self.server = StreamServer(("127.0.0.1", 0), self._serve)
+        self.server.start()
+
+    def client(self, **options):
+        options.setdefault("timeout", 2.0)
+        self.clients.append(Client("127.0.0.1", self.server.server_port, **options).connect())
+        return self.clients[-1]
+
+    def _serve(self, sock, _addr):
+        self.socks.append(sock)
+        self.accepted.set()
+        reader = FrameReader()
+        try:
+            while data := sock.recv(65536):
+                for raw in reader.feed(data):
+                    req = decode_body(raw)
+                    self.frames.put(req)
+                    self.log.append(req)
+                    for reply in self.handlers.get(req["t"], lambda r: [])(req) or ():
+                        self.write(reply, sock)
+        except OSError:                             # dropped by the test
+            pass
+
+    def write(self, obj, sock=None):
+        assert self.accepted.wait(2), "the client never connected"
+        (sock or self.socks[-1]).sendall(obj if isinstance(obj, bytes) else encode_frame(obj))
+
+    def drop(self):
+        for sock in self.socks:
+            sock.close()
+
+    def next_frame(self, t, timeout=2.0):
+        while True:
+            req = self.frames.get(timeout=timeout)
+            if req["t"] == t:
+                return req
+
+    def on_login(self, req):
+        welcome = {"t": "welcome", "rid": req["rid"], "user": req["user"], "token": f"tok{next(self.tokens)}",
+                   "expires": 0, "convs": dict(self.welcome_convs), "ts": 0}
+        return [welcome] + self.replay
+
+    def on_send(self, req):
+        key = (req["conv"], req["cid"])
+        if key not in self.acks:
+            seq = self.seqs[req["conv"]] = self.seqs.get(req["conv"], 0) + 1
+            self.acks[key] = {"t": "ack", "conv": req["conv"], "cid": req["cid"], "seq": seq, "ts": 0}
+        return [dict(self.acks[key], rid=req["rid"])]
+
+    def on_sync(self, req):
+        msgs = [m for m in self.history.get(req["conv"], []) if m["seq"] > req["after"]]
+        return [{"t": "history", "rid": req["rid"], "conv": req["conv"], "msgs": msgs[:req.get("limit", 100)],
+                 "last_seq": len(self.history.get(req["conv"], []))}]
+
+    def on_logout(self, req):
+        self.write({"t": "ok", "rid": req["rid"]})
+        self.drop()
+
+
+@pytest.fixture
+def peer():
+    p = FakePeer()
+    yield p
+    for client in p.clients:
+        client.close()
+    p.server.stop()
+
+
+def barrier(client):
+    client.ping()                                   # what the peer sent before the pong is handled
+
+
+def test_replies_are_matched_by_rid_even_out_of_order(peer):
+    held = []
+    peer.handlers["ping"] = lambda req: held.append(req) or (
+        [{"t": "pong", "rid": r["rid"], "ts": i} for i, r in enumerate(reversed(held))] if len(held) == 2 else [])
+    c = peer.client(ping_interval=None)
+    first, second = gevent.spawn(c.request, "ping"), gevent.spawn(c.request, "ping")
+    gevent.joinall([first, second], timeout=3, raise_error=True)
+    assert (first.value["rid"], first.value["ts"]) == (1, 1) and (second.value["rid"], second.value["ts"]) == (2, 0)
+
+
+def test_an_error_reply_is_returned_raw_or_raised(peer):
+    peer.handlers["send"] = lambda req: [{"t": "error", "rid": req["rid"], "code": "rate_limited",
+                                          "reason": "slow down", "retry_ms": 500}]
+    c = peer.client()
+    assert c.request("send", conv=DM, cid="x", body="hi")["code"] == "rate_limited"
+    with pytest.raises(ClientError) as err:
+        c.send(DM, "hi")
+    assert (err.value.code, err.value.retry_ms) == ("rate_limited", 500) and c.unacked == []
+
+
+def test_a_timed_out_send_stays_unacked_until_its_late_ack(peer):
+    peer.handlers["send"] = lambda req: []
+    c = peer.client()
+    with pytest.raises(RequestTimeout):
+        c.send(DM, "hi", cid="c-1", timeout=0.2)
+    req = peer.next_frame("send")
+    assert [(p.conv, p.cid, p.body) for p in c.unacked] == [(DM, "c-1", "hi")]
+    peer.write({"t": "ack", "rid": req["rid"], "conv": DM, "cid": "c-1", "seq": 1, "ts": 0})
+    barrier(c)
+    assert c.unacked == [] and c.counters["late_replies"] == 1
+
+
+def test_generated_cids_are_unique(peer):
+    c = peer.client()
+    acks = [c.send(DM, str(i)) for i in range(3)]
+    assert len({a["cid"] for a in acks}) == 3 and [a["seq"] for a in acks] == [1, 2, 3]
+
+
+def test_pushes_are_deduplicated_and_acknowledged_with_recv(peer):
+    peer.replay = [msg(DM, 1), msg(DM, 2), msg(DM, 2)]
+    c = peer.client(auto_recv=True)
+    c.login("alice", "pw")
+    assert [c.expect("msg", conv=DM)["seq"] for _ in range(2)] == [1, 2]
+    barrier(c)
+    assert c.counters["dups"] == 1 and c.get_push(0) is None
+    assert peer.next_frame("recv") == {"t": "recv", "conv": DM, "seq": 2}
+
+
+def test_a_durable_gap_is_synced_and_delivered_in_order(peer):
+    peer.history[DM] = [msg(DM, s) for s in (1, 2, 3)]
+    peer.replay = [msg(DM, 1), msg(DM, 3)]
+    c = peer.client()
+    c.login("alice", "pw")
+    assert [c.expect("msg")["seq"] for _ in range(3)] == [1, 2, 3]
+    assert peer.next_frame("sync")["after"] == 1 and c.counters["gaps"] == 1
+
+
+def test_large_server_frames_arrive_whole(peer):
+    c = peer.client()
+    peer.write(msg("r:big", 1, body="z" * 900_000))
+    assert len(c.expect("msg", timeout=5)["body"]) == 900_000
+
+
+def test_a_bad_frame_from_the_server_closes_the_connection(peer):
+    c = peer.client(reconnect=True)
+    peer.write(b"\x00\x00\x00\x00")
+    assert c.closed.wait(3) and c.counters["bad_frames"] == 1
+    with pytest.raises(ConnectionLost):
+        c.ping()
+
+
+def test_kicked_is_visible_and_ends_the_client_without_reconnect(peer):
+    c = peer.client(reconnect=True)
+    c.login("alice", "pw")
+    peer.write({"t": "kicked", "reason": "session_replaced"})
+    peer.drop()
+    assert c.closed.wait(3) and c.kicked_reason == "session_replaced"
+    assert c.expect("kicked", timeout=1)["reason"] == "session_replaced"   # closed: no reconnect follows
+
+
+def test_close_fails_the_waiting_requests(peer):
+    peer.handlers["sync"] = lambda req: []
+    c = peer.client()
+    waiting = gevent.spawn(c.sync, DM, 0)
+    peer.next_frame("sync")
+    c.close()
+    waiting.join(2)
+    assert isinstance(waiting.exception, ConnectionLost) and c.closed.is_set()
+
+
+def test_a_refused_token_falls_back_to_the_password(peer):
+    refuse = {"t": "error", "code": "auth_failed", "reason": "token expired"}
+    peer.handlers["login"] = lambda req: [dict(refuse, rid=req["rid"])] if "token" in req else peer.on_login(req)
+    c = peer.client(reconnect=True)
+    c.login("alice", "secret-pw")
+    peer.drop()
+    logins = [peer.next_frame("login") for _ in range(3)]
+    assert [(f.get("token"), f.get("password")) for f in logins] == [
+        (None, "secret-pw"), ("tok1", None), (None, "secret-pw")]
+    assert c.session_up.wait(2) and not c.closed.is_set()
+
+
+def test_logout_ends_the_client_for_good(peer):
+    c = peer.client(reconnect=True)
+    c.login("alice", "pw")
+    assert c.logout()["t"] == "ok"
+    assert c.closed.wait(3) and not c.connected
+
+
+def test_reconnect_logs_in_with_the_token_and_resends_with_the_same_cid(peer):
+    dropped = []                                     # the first send is lost with its connection
+    peer.handlers["send"] = lambda req: peer.on_send(req) if dropped else dropped.append(peer.drop())
+    c = peer.client(reconnect=True, timeout=3.0)
+    c.login("alice", "secret-pw")
+    ack = c.send(DM, "hi", cid="keep-me")
+    assert (ack["cid"], ack["seq"]) == ("keep-me", 1)
+    logins = [f for f in peer.log if f["t"] == "login"]
+    assert logins[1].get("token") == "tok1" and "password" not in logins[1]
+    assert [f["cid"] for f in peer.log if f["t"] == "send"] == ["keep-me", "keep-me"]
+    assert (c.counters["reconnects"], c.counters["resent"]) == (1, 1)
+
+
+def test_after_a_reconnect_conversations_behind_welcome_are_synced(peer):
+    peer.replay = [msg(DM, 1), msg(DM, 2)]
+    c = peer.client(reconnect=True)
+    c.login("alice", "pw")
+    assert [c.expect("msg")["seq"] for _ in range(2)] == [1, 2]
+    barrier(c)
+    peer.replay, peer.welcome_convs = [], {DM: 4}
+    peer.history[DM] = [msg(DM, s) for s in (1, 2, 3, 4)]
+    peer.drop()
+    assert [c.expect("msg", timeout=5)["seq"] for _ in range(2)] == [3, 4]
+    assert c.counters["dups"] == 0
+
+
+# -- the terminal chat -------------------------------------------------------------------
+class Screen(io.StringIO):
+    """stdout whose writes can be waited for."""
+
+    def __init__(self):
+        super().__init__()
+        self.changed = Event()
+
+    def write(self, text):
+        self.changed.set()
+        return super().write(text)
+
+    def wait_for(self, text, timeout=3.0):
+        with gevent.Timeout(timeout, AssertionError(f"{text!r} not in {self.getvalue()!r}")):
+            while text not in self.getvalue():
+                self.changed.clear()
+                self.changed.wait()
+
+
+def test_errors_and_untrusted_text_print_readably():
+    assert describe_error("rate_limited", "x", 1500) == (
+        "! rate limited: you are sending too fast, wait a moment (retry in 1.5s) [rate_limited]")
+    assert clean("hi\x1b[2J\n") == "hi\ufffd[2J\ufffd"
+    screen = Screen()
+    session = ChatSession("alice", screen)
+    for line in ("hello", "/dm alice", "/nope"):
+        session.handle(line)
+    assert screen.getvalue().splitlines() == [
+        "! no conversation yet: /dm USER or /join r:ROOM", "! usage: /dm USER (another user)",
+        "! unknown command /nope: /help lists them"]
+
+
+def test_chat_sends_prints_and_quits_over_a_pipe(peer):
+    read_fd, write_fd = os.pipe()
+    screen = Screen()
+    with os.fdopen(read_fd, "r") as stdin:
+        done = gevent.spawn(run_chat, "alice", "127.0.0.1", peer.server.server_port, password="pw",
+                            stdin=stdin, out=screen)
+        os.write(write_fd, b"/dm bob\nhi there\n")
+        screen.wait_for("[d:alice:bob #1] alice: hi there")
+        os.write(write_fd, b"/join lobby\n")
+        screen.wait_for("now talking in r:lobby")
+        peer.write(msg("r:lobby", 6, body="yo"))
+        screen.wait_for("[r:lobby #6] bob: yo")
+        os.write(write_fd, b"/quit\n")
+        assert done.get(timeout=3) == 0
+    os.close(write_fd)
+    assert peer.next_frame("send")["body"] == "hi there" and peer.next_frame("logout")
