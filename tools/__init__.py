@@ -1,0 +1,1 @@
+"""Operator and developer tools: the load generator (locustfile) and the benchmark suite."""

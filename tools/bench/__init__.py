@@ -1,0 +1,1 @@
+"""The benchmark suite W1-W4; run ``python -m tools.bench --help``."""

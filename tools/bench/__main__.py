@@ -1,0 +1,106 @@
+"""python -m tools.bench {w1,w2,w3,w4} [options]: the benchmark suite.
+
+Each workload starts its own cluster (every process pinned to core 0), runs the load
+from this process pinned to core 1, prints a table and writes JSON under reports/bench/.
+"""
+from __future__ import annotations
+
+import cluster  # noqa: F401  (gevent patching first)
+
+import argparse
+import statistics
+import sys
+import tempfile
+
+from tools.bench import common
+
+
+def _ladder(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m tools.bench")
+    sub = p.add_subparsers(dest="workload", required=True)
+    w1 = sub.add_parser("w1", help="room fan-out")
+    w1.add_argument("--members", type=int, nargs="+", default=[1000, 5000])
+    w1.add_argument("--senders", type=int, default=50)
+    w1.add_argument("--rates", type=_ladder, default=None, help="msgs/s steps, e.g. 100,200,400")
+    w1.add_argument("--seconds", type=float, default=8)
+    for name, helptext in (("w2", "direct messages"), ("w3", "broadcast"), ("w4", "connections")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--size", type=int, default=None)
+        sp.add_argument("--seconds", type=float, default=8)
+        sp.add_argument("--rates", type=_ladder, default=None)
+    for sp in sub.choices.values():
+        sp.add_argument("--repeat", type=int, default=3)
+        sp.add_argument("--gates", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def default_rates(members: int) -> list[float]:
+    target = 1_000_000 / members            # msgs/s that would give 1M deliveries/s
+    return [round(target * f) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+
+
+def best(rows: list[dict]) -> dict | None:
+    """The highest passing step."""
+    ok = [r for r in rows if r["ratio"] >= 0.999 and r["p99_ms"] < 250]
+    return max(ok, key=lambda r: r["deliveries_s"]) if ok else None
+
+
+def bench_w1(args) -> int:
+    from tools.bench import w1_room
+    summary = []
+    for members in args.members:
+        rates = args.rates or default_rates(members)
+        caps = []
+        for rep in range(args.repeat):
+            rows = _with_cluster(args, lambda c, toks: w1_room.run(
+                c, toks, args.senders, rates, args.seconds, common.CpuMeter(c)), members)
+            print(f"\nW1 members={members} run {rep + 1}/{args.repeat}")
+            print(common.table(rows, ["rate", "sent", "ratio", "deliveries_s", "p50_ms", "p99_ms",
+                                      "server_busy", "per_core_s", "gen_busy", "valid"]))
+            top = best(rows)
+            caps.append(top)
+            summary.extend(dict(r, run=rep) for r in rows)
+        _print_median("W1", members, caps)
+    print("report:", common.write_report("w1", summary, vars(args) | {"rates": None}))
+    return 0
+
+
+def _print_median(name: str, size: int, caps: list) -> None:
+    got = [c for c in caps if c]
+    if not got:
+        print(f"{name} size={size}: no passing step")
+        return
+    med = statistics.median(c["deliveries_s"] for c in got)
+    core = statistics.median(c["per_core_s"] for c in got)
+    busy = statistics.median(c["server_busy"] for c in got)
+    print(f"{name} size={size}: median capacity {med:,.0f} deliveries/s, "
+          f"{core:,.0f} per busy server-core-second, cluster core busy {busy:.0%} "
+          f"({len(got)}/{len(caps)} runs passed)")
+
+
+def _with_cluster(args, fn, users: int):
+    with tempfile.TemporaryDirectory(prefix="zcbench-") as tmp:
+        cl = common.BenchCluster(common.bench_config(tmp, gates=args.gates)).start()
+        try:
+            tokens = common.provision(cl.cfg, [f"b{i:06d}" for i in range(users)])
+            common.pin_generator()
+            return fn(cl, tokens)
+        finally:
+            cl.stop()
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    runner = {"w1": bench_w1}.get(args.workload)
+    if runner is None:
+        from tools.bench import workloads
+        runner = workloads.RUNNERS[args.workload]
+    return runner(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
