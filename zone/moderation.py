@@ -49,14 +49,13 @@ class Moderation:
         if until and until > now_ms:
             raise Refused("muted", "you are muted", until=until)
 
-    def check_blocked(self, sender: str, recipient: str) -> None:
+    def is_blocked(self, sender: str, recipient: str) -> bool:
         blocked = self.blocks.get(recipient)
         if blocked is None:
             blocked = self.blocks[recipient] = self.db.blocks(recipient)
             while len(self.blocks) > BLOCK_MEMORY:
                 self.blocks.popitem(last=False)
-        if sender in blocked:
-            raise Refused("blocked", f"{recipient} does not accept your messages")
+        return sender in blocked
 
     def check_room(self, room: str, user: str, body: bytes, now_ms: int) -> None:
         mode = self.rooms.get(room)

@@ -26,6 +26,7 @@ from cluster import config as config_mod
 from zone.moderation import Moderation, WordFilter
 
 MAX_BATCH = 2000
+REDELIVER_WINDOW_MS = 15000   # a resend within this of the original may follow a crash
 
 
 class ZoneNode(Node):
@@ -140,6 +141,13 @@ class ZoneNode(Node):
         elif kind == "g" and r.user != "system" and not self.groups.is_member(r.conv, r.user):
             raise Refused("not_member", f"you are not a member of {r.conv}")
 
+    def blocked(self, r) -> bool:
+        """A DM to a user who blocked the sender."""
+        if not r.conv.startswith("d:") or r.user == "system":
+            return False
+        a, b = convs.dm_users(r.conv)
+        return r.user in (a, b) and self.mod.is_blocked(r.user, b if r.user == a else a)
+
     def recipients(self, r) -> list:
         if r.conv.startswith("d:"):
             return [u for u in convs.dm_users(r.conv) if u != r.user]
@@ -150,7 +158,8 @@ class ZoneNode(Node):
         now_ms = int(time.time() * 1000)
         sends = [r for r in sends if r.deadline >= now_ms]   # the gate answers the rest
         self.learn_users(self.conv_users(sends))
-        over = [(r.conv, r.user, r.cid) for r in sends if r.over_rate]
+        over = [(r.conv, r.user, r.cid) for r in sends
+                if r.over_rate or self.mod.rooms.get(r.conv) or self.blocked(r)]
         acked = self.store.dedup_hits(over) if over else {}
         to_store = []
         for r in sends:
@@ -170,11 +179,11 @@ class ZoneNode(Node):
         if len(r.body) > self.chat.body_max:
             raise Refused("too_large", f"body is {len(r.body)} bytes encoded; the limit is {self.chat.body_max}")
         self.mod.check_muted(r.user, now_ms)
-        if r.conv.startswith("d:") and r.user != "system":
-            self.mod.check_blocked(r.user, self.recipients(r)[0])
         if (r.conv, r.user, r.cid) in acked:
             return
-        if r.over_rate:
+        if self.blocked(r):
+            raise Refused("blocked", f"{self.recipients(r)[0]} does not accept your messages")
+        if r.over_rate:     # only now: a resend of an acked cid got its ack above
             raise Refused("rate_limited", "too many messages; slow down")
         if r.user != "system":
             r.body = self.words.apply(r.body)
@@ -194,16 +203,16 @@ class ZoneNode(Node):
         for r, (seq, ts, dup) in zip(reqs, results):
             self.ack(r, seq, ts)
             if dup:
-                resent.append((r, seq))
+                resent.append((r, seq, ts))
             else:
                 self.deliver(r, seq, msg_record(r.prefix, seq))
         self.redeliver(resent)
 
     def redeliver(self, resent) -> None:
-        """A resend may follow a crash between store and delivery: deliver again.
-
-        Sessions that already have the seq drop it at the gate, so nobody sees it twice.
-        """
+        """A resend soon after the original may follow a crash between store and delivery:
+        deliver again. Sessions that already have the seq drop it at the gate."""
+        recent_ms = int(time.time() * 1000) - REDELIVER_WINDOW_MS
+        resent = [(r, seq) for r, seq, ts in resent if ts >= recent_ms]
         if not resent:
             return
         records = self.store.records([(r.conv, seq) for r, seq in resent])
@@ -239,12 +248,21 @@ class ZoneNode(Node):
                 self.error(r, exc.code, exc.reason)
                 continue
             ok.append(r)
-        results = self.store.history_many([(r.conv, r.after, r.limit) for r in ok])
+        results = self.store.history_many([(r.conv, r.after, r.limit) for r in self.floored(ok)])
         for r, (records, last) in zip(ok, results):
             head = {"t": "history", "conv": r.conv, "last_seq": last}
             if r.rid is not None:
                 head["rid"] = r.rid
             self.bus.send(r.gate, "rep", r.req, pack_map_with_raw(head, "msgs", records))
+
+    def floored(self, syncs):
+        """Rooms and sys keep the newest room_history messages: start a sync there."""
+        capped = [r.conv for r in syncs if not convs.is_durable(r.conv)]
+        last = self.store.last_seqs(capped) if capped else {}
+        for r in syncs:
+            if r.conv in last:
+                r.after = max(r.after, last[r.conv] - self.chat.room_history)
+            yield r
 
     def handle_one(self, r) -> None:
         try:
