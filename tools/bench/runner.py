@@ -1,0 +1,31 @@
+"""Running one workload against a fresh pinned cluster, and summarising repeats."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+
+from tools.bench import common
+
+
+def _print_median(name: str, size: int, caps: list) -> None:
+    got = [c for c in caps if c]
+    if not got:
+        print(f"{name} size={size}: no passing step")
+        return
+    med = statistics.median(c["deliveries_s"] for c in got)
+    core = statistics.median(c["per_core_s"] for c in got)
+    busy = statistics.median(c["server_busy"] for c in got)
+    print(f"{name} size={size}: median capacity {med:,.0f} deliveries/s, "
+          f"{core:,.0f} per busy server-core-second, cluster core busy {busy:.0%} "
+          f"({len(got)}/{len(caps)} runs passed)")
+
+
+def _with_cluster(args, fn, users: int, extra: dict | None = None):
+    with tempfile.TemporaryDirectory(prefix="zcbench-") as tmp:
+        cl = common.BenchCluster(common.bench_config(tmp, gates=args.gates, extra=extra)).start()
+        try:
+            tokens = common.provision(cl.cfg, [f"b{i:06d}" for i in range(users)])
+            common.pin_generator()
+            return fn(cl, tokens)
+        finally:
+            cl.stop()

@@ -1,0 +1,69 @@
+"""One W4 generator process: hold N logged-in idle sessions to one gate from one source IP.
+
+python -m tools.bench.w4_client CONFIG HOST PORT SRC FIRST COUNT
+Prints ``ready <logged_in> <failed>`` once every login is answered, pings every 20 s,
+and exits when its stdin closes (the parent holds it open while it measures).
+"""
+from __future__ import annotations
+
+import cluster  # noqa: F401  (gevent patching first)
+
+import random
+import sys
+
+import gevent
+from gevent import socket as gsocket
+from gevent.pool import Pool
+
+from cluster import config as config_mod, tokens
+from cluster.codec import encode_frame
+from tools.bench.common import login_lean
+
+
+def open_session(cfg, addr, src, name):
+    sock = gsocket.socket()
+    sock.bind((src, 0))
+    sock.connect(addr)
+    token = tokens.mint(cfg.cluster.secret, name, 86400)[0]
+    for attempt in range(30):
+        try:
+            login_lean(sock, name, token)
+            return sock
+        except ConnectionError as exc:
+            if "unavailable" not in str(exc):
+                raise
+            gevent.sleep(0.2 + random.random() * min(5.0, 0.5 * attempt))
+    raise ConnectionError(f"{name}: login stayed unavailable")
+
+
+def main(argv) -> int:
+    path, host, port, src, first, count = argv
+    cfg = config_mod.load(path)
+    first, count, addr = int(first), int(count), (host, int(port))
+    socks, failed = [], 0
+
+    def one(i):
+        nonlocal failed
+        try:
+            socks.append(open_session(cfg, addr, src, f"b{i:06d}"))
+        except OSError:
+            failed += 1
+    Pool(500).map(one, range(first, first + count))
+    print(f"ready {len(socks)} {failed}", flush=True)
+    ping = encode_frame({"t": "ping"})
+
+    def pinger():
+        while True:
+            gevent.sleep(20)
+            for s in socks:
+                try:
+                    s.sendall(ping)
+                except OSError:
+                    pass
+    gevent.spawn(pinger)
+    gevent.get_hub().threadpool.apply(sys.stdin.read)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
