@@ -2,9 +2,10 @@
 
 Every node binds one PULL socket (its inbox) and PUSHes to the inboxes of its peers.
 An envelope is a msgpack list ``[kind, ...]``; bodies inside it travel as opaque bytes.
-Sends are batched: ``send`` queues an envelope and the queue of each peer goes out as
-one multipart message at the end of the current loop tick (zmq.green pays a hub switch
-per blocking call, so one send per message would cap a role at a few 10k msgs/s).
+Sends are batched: ``send`` queues an envelope and the queue of each peer goes out at the
+end of the current loop tick as ONE ZeroMQ message, a msgpack array of the encoded
+envelopes (zmq.green pays a hub switch per blocking call and libzmq real work per message
+part, so one send or one part per envelope would cap a role at a few 10k msgs/s).
 
 Bounds: each peer's pending batch holds at most ``hwm`` envelopes and each socket has
 the same ZeroMQ high-water mark. Past either bound the envelope is dropped and counted
@@ -24,7 +25,8 @@ from cluster.codec import packb
 
 log = logging.getLogger("zonechat.bus")
 
-RECV_BATCH = 1000          # envelopes handled before yielding to other greenlets
+RECV_BATCH = 64            # batches handled before yielding to other greenlets
+LOG_FLUSH = 0.02           # seconds: records wait this long to travel in bigger batches
 LOG_KIND = "rec"
 
 
@@ -40,14 +42,24 @@ class Bus:
         self._peers: dict = {}
         self._pending: dict = {}
         self._flush_scheduled = False
+        self._flush_timer = None
+        self._last_flush = 0.0
+        self.window = config.bus.flush_window
+        self._records: list = []
+        self._records_timer = None
         self._inbox = None
         self._log_node = next(iter(n.name for n in config.nodes_of("log")), None)
         self._log_max = config.log.queue_max
+        self.raw_handler = None
 
     # -- wiring -----------------------------------------------------------------------
     def on(self, kind: str, handler) -> None:
         """Register ``handler(env)`` for envelopes whose first element is ``kind``."""
         self.handlers[kind] = handler
+
+    def on_raw(self, handler) -> None:
+        """Give every envelope to ``handler(raw_bytes)`` undecoded (the log role)."""
+        self.raw_handler = handler
 
     def bind(self) -> str:
         spec = self.config.node(self.name)
@@ -86,50 +98,83 @@ class Bus:
         """Queue a traffic/audit record for the log role; never blocks, drops are counted."""
         if self._log_node is None:
             return
-        batch = self._pending.get(self._log_node)
-        if batch is not None and len(batch) >= self._log_max:
+        if len(self._records) >= self._log_max:
             self.log_drops += 1
             return
-        self.send_packed(self._log_node, packb([LOG_KIND, int(time.time() * 1000), self.name, *fields]))
+        self._records.append(packb([LOG_KIND, int(time.time() * 1000), self.name, *fields]))
+        if self._records_timer is None:
+            self._records_timer = gevent.get_hub().loop.timer(LOG_FLUSH)
+            self._records_timer.start(self._flush_records)
+
+    def _flush_records(self) -> None:
+        """Records are not urgent: one batch per LOG_FLUSH keeps the log role's wake-ups
+        (and this node's sends) few whatever the message rate."""
+        self._records_timer = None
+        records, self._records = self._records, []
+        if records:
+            self._send_batch(self._log_node, records)
 
     def _schedule(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            gevent.get_hub().loop.run_callback(self.flush)
+        """Flush at the end of this tick, but at most once per ``window``: an idle node
+        sends at once, a busy one sends fewer, larger batches."""
+        if self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        wait = self._last_flush + self.window - time.monotonic()
+        loop = gevent.get_hub().loop
+        if wait <= 0:
+            loop.run_callback(self.flush)
+        else:
+            self._flush_timer = loop.timer(wait)
+            self._flush_timer.start(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        self._last_flush = time.monotonic()
         pending, self._pending = self._pending, {}
         for peer, batch in pending.items():
-            try:
-                self._socket(peer).send_multipart(batch, flags=zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                if peer == self._log_node:
-                    self.log_drops += len(batch)
-                else:
-                    self.drops += len(batch)
-                    log.warning("bus to %s is full: dropped %d envelopes", peer, len(batch))
+            self._send_batch(peer, batch)
+
+    def _send_batch(self, peer: str, batch: list) -> None:
+        try:
+            self._socket(peer).send(packb(batch), flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            if peer == self._log_node:
+                self.log_drops += len(batch)
+            else:
+                self.drops += len(batch)
+                log.warning("bus to %s is full: dropped %d envelopes", peer, len(batch))
 
     # -- receiving --------------------------------------------------------------------
     def serve(self) -> None:
         """The inbox_listener: receive batches and dispatch each envelope."""
         sock = self._inbox
         while True:
-            frames = sock.recv_multipart(copy=True)
-            self._dispatch(frames)
-            handled = len(frames)
-            while handled < RECV_BATCH:
+            self._dispatch((sock.recv(copy=True),))
+            for _ in range(RECV_BATCH):
                 try:
-                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                    frame = sock.recv(flags=zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
-                self._dispatch(frames)
-                handled += len(frames)
+                self._dispatch((frame,))
             gevent.sleep(0)
 
     def _dispatch(self, frames) -> None:
+        for frame in frames:
+            try:
+                batch = msgpack.unpackb(frame, raw=False)
+            except (ValueError, msgpack.UnpackException):
+                log.warning("dropping a malformed batch on %s", self.name)
+                continue
+            if self.raw_handler is not None:
+                for raw in batch:
+                    self.raw_handler(raw)
+            else:
+                self._handle(batch)
+
+    def _handle(self, batch) -> None:
         handlers = self.handlers
-        for raw in frames:
+        for raw in batch:
             try:
                 env = msgpack.unpackb(raw, raw=False, strict_map_key=False)
                 handler = handlers[env[0]]
@@ -142,6 +187,9 @@ class Bus:
                 log.exception("handler for %r failed on %s", env[0], self.name)
 
     def close(self) -> None:
+        if self._records_timer is not None:
+            self._records_timer.stop()
+        self._flush_records()
         self.flush()
         for sock in self._peers.values():
             sock.close()

@@ -41,6 +41,7 @@ class RedisConf:
 @dataclass(frozen=True)
 class BusConf:
     hwm: int = 100000
+    flush_window: float = 0.002
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,12 @@ def file_name(number: int) -> str:
 
 def encode_record(record) -> bytes:
     """One framed record from ``[ts_ms, node, kind, *fields]``."""
-    payload = msgpack.packb(list(record), use_bin_type=True)
+    return encode_payload(msgpack.packb(list(record), use_bin_type=True))
+
+
+def encode_payload(payload: bytes) -> bytes:
+    """Frame an already encoded record: the log role writes bus envelopes
+    ``["rec", ts_ms, node, kind, *fields]`` as they came, without decoding them."""
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -238,6 +243,8 @@ def _decode(payload: bytes) -> Record | None:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace")
     except (ValueError, msgpack.UnpackException, TypeError):
         return None
+    if isinstance(obj, list) and obj and obj[0] == "rec":
+        obj = obj[1:]
     if not isinstance(obj, list) or len(obj) < 3 or not isinstance(obj[0], (int, float)):
         return None
     return Record(int(obj[0]), str(obj[1]), str(obj[2]), obj[3:])

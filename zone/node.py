@@ -44,6 +44,7 @@ class ZoneNode(Node):
         self.queue: list = []
         self.wake = Event()
         self.known_users: set = set()
+        self._last_tick = 0.0
 
     def setup(self) -> str:
         addr = self.bus.bind()
@@ -79,9 +80,14 @@ class ZoneNode(Node):
         self.wake.set()
 
     def tick_worker(self) -> None:
+        """One batch per tick, at most one tick per ``bus.flush_window``: under load the
+        batches (and the single store call each makes) grow instead of the tick count."""
+        window = self.config.bus.flush_window
         while True:
             self.wake.wait()
             self.wake.clear()
+            gevent.sleep(max(0.0, self._last_tick + window - time.monotonic()))
+            self._last_tick = time.monotonic()
             while self.queue:
                 batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
                 for kind, run in itertools.groupby(batch, type):
