@@ -17,12 +17,17 @@ _LEN = struct.Struct(">I")
 
 
 class ProtocolError(Exception):
-    """One error type for everything a peer can get wrong; ``code`` is the wire error code."""
+    """One error type for everything a peer can get wrong; ``code`` is the wire error code.
 
-    def __init__(self, code: str, reason: str):
+    ``frames`` holds the good frames that came before the error in the same read: they
+    are requests like any other and are answered before the bad frame closes the stream.
+    """
+
+    def __init__(self, code: str, reason: str, frames: list | None = None):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.frames = frames or []
 
 
 def packb(obj) -> bytes:
@@ -59,7 +64,7 @@ class FrameReader:
             (n,) = _LEN.unpack_from(buf, pos)
             if n == 0 or n > self.max_frame:
                 self._buf = b""
-                raise ProtocolError("bad_frame", f"frame length {n} outside 1..{self.max_frame}")
+                raise ProtocolError("bad_frame", f"frame length {n} outside 1..{self.max_frame}", out)
             if end - pos - 4 < n:
                 break
             out.append(buf[pos + 4:pos + 4 + n])

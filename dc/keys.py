@@ -70,24 +70,32 @@ ROOM_MODES = "mod:rooms"
 
 
 # Store a batch of messages atomically, in order.
-# ARGV: dedup_ttl, n, then n groups of 7: conv, sender, cid, ts, prefix, index, cap
+# ARGV: dedup_ttl, n, then n groups of 8: conv, sender, cid, ts, prefix, index, cap, deadline
 #   prefix: the encoded msg map up to the value of its last key ``seq``
 #   index:  space-separated users whose ucv set gains conv with its first message
 #   cap:    keep at most this many messages (0 = all)
-# Returns one string per message: "N<seq>:<ts>" stored now, "D<seq>:<ts>" a duplicate.
+#   deadline: ms since epoch; past it (Redis' own clock) the message is not stored, because
+#           the gate has answered `unavailable` ("X")
+# Returns one string per message: "N<seq>:<ts>" stored now, "D<seq>:<ts>" a duplicate,
+# "X" too late.
 STORE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local out = {}
 local i = 3
 for m = 1, n do
   local conv, sender, cid, ts = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
   local prefix, index, cap = ARGV[i+4], ARGV[i+5], tonumber(ARGV[i+6])
-  i = i + 7
+  local deadline = tonumber(ARGV[i+7])
+  i = i + 8
   local dk = 'dd:' .. conv .. ':' .. sender .. ':' .. cid
   local old = redis.call('GET', dk)
   if old then
     out[m] = 'D' .. old
+  elseif now > deadline then
+    out[m] = 'X'
   else
     local s = redis.call('INCR', 'seq:' .. conv)
     redis.call('HSET', 'm:' .. conv, s, prefix .. cmsgpack.pack(s))

@@ -29,6 +29,7 @@ class StoreItem:
     prefix: bytes
     index: str = ""      # users whose conversation list gains conv with its first message
     cap: int = 0         # history bound (rooms, sys); 0 keeps everything
+    deadline: int = 2 ** 53   # ms since epoch; not stored after it (the gate said unavailable)
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
@@ -102,16 +103,20 @@ class Store:
         return int(self._call(self.redis.get, keys.failed_logins(name)) or 0)
 
     # -- messages ---------------------------------------------------------------------
-    def store_batch(self, items: list[StoreItem]) -> list[tuple[int, int, bool]]:
-        """Store messages in order; returns (seq, ts, duplicate) per item."""
+    def store_batch(self, items: list[StoreItem]) -> list[tuple[int, int, bool] | None]:
+        """Store messages in order; returns (seq, ts, duplicate) per item, None for one
+        whose deadline had passed by Redis' clock (not stored)."""
         if not items:
             return []
         args = [self.dedup_ttl, len(items)]
         for it in items:
-            args += (it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap)
+            args += (it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap, it.deadline)
         out = []
         for raw in self._call(self._store, [], args):
             text = raw.decode()
+            if text == "X":
+                out.append(None)
+                continue
             seq, ts = text[1:].split(":")
             out.append((int(seq), int(ts), text[0] == "D"))
         return out
@@ -141,8 +146,9 @@ class Store:
         raw = self._call(self.redis.mget, [keys.seq(c) for c in convs])
         return {c: int(v or 0) for c, v in zip(convs, raw)}
 
-    def history_many(self, reqs) -> list[tuple[list[bytes], int]]:
-        """For each (conv, after, limit): (records with seq > after, oldest first; last seq)."""
+    def history_many(self, reqs, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[tuple[list[bytes], int]]:
+        """For each (conv, after, limit): (records with seq > after, oldest first; last seq).
+        Each list stops before ``max_bytes`` (a sync page's frame limit; None: no limit)."""
         reqs = list(reqs)
         if not reqs:
             return []
@@ -158,7 +164,7 @@ class Store:
         out = []
         for _conv, _after, limit in reqs:
             last = int(next(raw) or 0)
-            out.append((_bounded(next(raw)) if limit > 0 else [], last))
+            out.append((_bounded(next(raw), max_bytes) if limit > 0 else [], last))
         return out
 
     def records(self, pairs) -> list:
@@ -206,19 +212,20 @@ class Store:
         wanted = [(c, cursors.get(c, 0), min(replay_max, last[c] - cursors.get(c, 0)))
                   for c in convs if last[c] > cursors.get(c, 0)]
         replay = []
-        for (conv, after, _), (records, _last) in zip(wanted, self.history_many(wanted)):
+        # the replay is pushed frame by frame: the 1 MiB bound of one history page does not apply
+        for (conv, after, _), (records, _last) in zip(wanted, self.history_many(wanted, max_bytes=None)):
             replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(records))
         return last, replay
 
 
-def _bounded(records) -> list[bytes]:
-    """Drop missing entries and stop before the frame would pass 1 MiB."""
+def _bounded(records, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[bytes]:
+    """Drop missing entries and stop before the frame would pass ``max_bytes`` (1 MiB)."""
     out, size = [], 0
     for rec in records:
         if rec is None:
             continue
         size += len(rec)
-        if size > MAX_HISTORY_BYTES:
+        if max_bytes is not None and size > max_bytes:
             break
         out.append(rec)
     return out

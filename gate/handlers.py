@@ -90,7 +90,9 @@ def on_send(gate, s, msg, rid):
     if conv == "sys" or conv.startswith("r:") and conv not in s.rooms:
         raise BadRequest("not_member", f"you are not a member of {conv}")
     over_rate = not s.bucket.take()
-    deadline = int((time.time() + gate.conf.request_timeout) * 1000)
+    # the store refuses the message after this (Redis' clock): a margin before the gate's
+    # own timeout answers unavailable, so an ack in flight still arrives in time
+    deadline = int((time.time() + gate.conf.request_timeout * 0.8) * 1000)
     gate.forward(s, rid, gate.zone_of(conv), "send", s.user, conv, cid, packb(msg["body"]),
                  over_rate, deadline)
 

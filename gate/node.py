@@ -8,6 +8,7 @@ local recipients. A restart of any other role leaves the client connections up.
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import random
 import time
@@ -43,7 +44,7 @@ class GateNode(Node):
         self.users: dict = {}           # user -> logged-in Session
         self.logging_in: dict = {}      # user -> Session whose login is in flight
         self.pending: dict = {}         # req -> (Session, rid, kind)
-        self.deadlines: collections.deque = collections.deque()
+        self.deadlines: list = []       # heap of (deadline, req): timeouts differ by kind
         self.dirty: list = []
         self._flush_scheduled = False
         self._reqs = itertools.count(random.getrandbits(40) << 16)
@@ -109,37 +110,59 @@ class GateNode(Node):
     def read_loop(self, s: Session) -> None:
         sock = s.sock
         login_by = time.monotonic() + self.conf.login_timeout
+        last_rx = time.monotonic()
         while not s.closing and not s.closed:
-            if s.user is None:      # a deadline from connect, not reset by pings
-                sock.settimeout(max(0.001, login_by - time.monotonic()))
-            else:
-                sock.settimeout(self.conf.idle_timeout)
+            left = self._read_timeout(s, login_by, last_rx)
+            if left <= 0:
+                self.kick(s, "idle")
+                return
+            sock.settimeout(left)
             try:
                 data = sock.recv(READ_SIZE)
             except gsocket.timeout:
-                self.kick(s, "idle")
-                return
+                continue            # the loop decides: kick, or logged in meanwhile
             except OSError:
                 return
             if not data:
                 return
+            last_rx = time.monotonic()
             if not self.ingest(s, data):
                 return
             if len(data) == READ_SIZE:
                 gevent.sleep(0)      # a flooding client must not starve the others
 
+    def _read_timeout(self, s: Session, login_by: float, last_rx: float) -> float:
+        """Seconds left: to log in (a deadline from connect, not reset by pings), or of
+        silence once logged in or while a login is being answered."""
+        now = time.monotonic()
+        if s.user is None and s.pending_user is None:
+            return max(0.0, login_by - now)
+        return max(0.0, last_rx + self.conf.idle_timeout - now)
+
     def ingest(self, s: Session, data: bytes) -> bool:
         try:
-            for body in s.reader.feed(data):
-                msg = decode_body(body)
-                self.record_in(s, msg, body)
-                handlers.dispatch(self, s, msg)
-                if s.closing or s.closed:
-                    return False
+            return self.handle_frames(s, s.reader.feed(data))
         except ProtocolError as exc:
+            # frames that came whole before a bad length are answered first
+            if exc.frames and not self.handle_frames(s, exc.frames):
+                return False
             self.reply(s, handlers.error_body(exc.code, exc.reason))
             self.close_now(s)
             return False
+
+    def handle_frames(self, s: Session, bodies) -> bool:
+        """Dispatch each body; False once the session is closing (a bad body closes it)."""
+        for body in bodies:
+            try:
+                msg = decode_body(body)
+            except ProtocolError as exc:
+                self.reply(s, handlers.error_body(exc.code, exc.reason))
+                self.close_now(s)
+                return False
+            self.record_in(s, msg, body)
+            handlers.dispatch(self, s, msg)
+            if s.closing or s.closed:
+                return False
         return True
 
     def record_in(self, s: Session, msg: dict, body: bytes) -> None:
@@ -148,11 +171,11 @@ class GateNode(Node):
         self.bus.record("in", s.sid, s.user or s.pending_user, body)
 
     # -- output -------------------------------------------------------------------------
-    def reply(self, s: Session, body: bytes) -> None:
-        """Queue one body for one session and record it."""
+    def reply(self, s: Session, body: bytes, logged: bytes | None = None) -> None:
+        """Queue one body for one session and record it (``logged``: a redacted copy)."""
         if s.queue(s.encode(body)):
             self.mark_dirty(s)
-        self.bus.record("out", s.sid, s.user, body, 1)
+        self.bus.record("out", s.sid, s.user, body if logged is None else logged, 1)
 
     def mark_dirty(self, s: Session) -> None:
         if not s.dirty:
@@ -212,7 +235,7 @@ class GateNode(Node):
         s.inflight += 1
         self.pending[req] = (s, rid, kind, fields[1] if kind == "join" else None)
         deadline = time.monotonic() + (timeout or self.conf.request_timeout)
-        self.deadlines.append((deadline, req))
+        heapq.heappush(self.deadlines, (deadline, req))
         self.bus.send(peer, kind, self.name, req, rid, *fields)
 
     def take(self, req: int):
@@ -227,7 +250,7 @@ class GateNode(Node):
             gevent.sleep(SWEEP_EVERY)
             now = time.monotonic()
             while self.deadlines and self.deadlines[0][0] <= now:
-                _, req = self.deadlines.popleft()
+                _, req = heapq.heappop(self.deadlines)
                 entry = self.take(req)
                 if entry is None:
                     continue
@@ -290,7 +313,7 @@ class GateNode(Node):
         self.users[user] = s
         if old is not None and old is not s and not old.closing:
             self.kick(old, "session_replaced")
-        self.reply(s, body)
+        self.reply(s, body, logged=packb(dict(unpackb(body), token="***")))
         self.start_replay(s, replay)
 
     def start_replay(self, s: Session, replay) -> None:

@@ -20,7 +20,7 @@ from gevent.event import AsyncResult
 from gevent.pool import Pool
 
 from cluster import convs
-from cluster.codec import packb
+from cluster.codec import packb, unpackb
 from cluster.node import Node
 from dc.store import ModerationStore, Store, StoreUnavailable
 from cluster import tokens
@@ -118,6 +118,8 @@ class LoginNode(Node):
     def resume(self, gate, req, rid, user, seen, *_) -> None:
         """After a center restart: what a session may have missed, above what it has."""
         _last, replay = self.store.welcome_state(user, self.config.chat.replay_max, floors=seen)
+        # the session's own sends were acked, never pushed: pushing them now would echo them
+        replay = [item for item in replay if unpackb(item[2]).get("from") != user]
         self.bus.send(gate, "resumed", req, replay)
 
     def authenticate(self, user, password, token) -> dict:

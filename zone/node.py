@@ -202,11 +202,14 @@ class ZoneNode(Node):
         items = []
         for r in reqs:
             r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
-            items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix,
-                                   index=self.index_of(r), cap=self.cap_of(r.conv)))
+            items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
+                                   cap=self.cap_of(r.conv), deadline=r.deadline))
         results = self.store.store_batch(items)
         resent = []
-        for r, (seq, ts, dup) in zip(reqs, results):
+        for r, result in zip(reqs, results):
+            if result is None:
+                continue            # too late: the gate answered unavailable, nothing stored
+            seq, ts, dup = result
             self.ack(r, seq, ts)
             if dup:
                 resent.append((r, seq, ts))
