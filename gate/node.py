@@ -29,6 +29,7 @@ from gate.session import Session
 SWEEP_EVERY = 0.2
 RETRY_MS = 1000
 READ_SIZE = 65536
+SLOW_GOODBYE = 10.0      # seconds a slow session gets to read its last frames and kicked{slow}
 REDACT = {"password", "token"}
 
 
@@ -202,18 +203,21 @@ class GateNode(Node):
         """The outbox bound was hit for traffic that may not be dropped."""
         if s.closing:
             return
-        s.closing = True
         self.stats["kicked_slow"] += 1
-        s.out, s.out_bytes = [], 0
+        s.cut_to_whole_frames()
         s.out.append(s.encode(packb({"t": "kicked", "reason": "slow"})))
-        gevent.spawn(self._finish_close, s)
+        s.out_bytes += len(s.out[-1])
+        s.closing = True
+        gevent.spawn(self._finish_close, s, SLOW_GOODBYE)
 
     def close_now(self, s: Session) -> None:
         s.closing = True
         gevent.spawn(self._finish_close, s)
 
-    def _finish_close(self, s: Session) -> None:
-        s.flush_blocking(timeout=1.0)
+    def _finish_close(self, s: Session, timeout: float = 1.0) -> None:
+        # a drain greenlet may be writing too: each send takes from the head of the same
+        # queue without yielding in between, so the bytes stay in order
+        s.flush_blocking(timeout=timeout)
         s.abort()
 
     def close_session(self, s: Session) -> None:

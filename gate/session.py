@@ -63,8 +63,9 @@ class Session:
         "sid", "sock", "peer", "user", "pending_user", "reader", "out", "out_bytes",
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "limit", "on_slow", "rooms", "json",
-        "live", "live_bytes", "dropped", "room_hold", "blocked",
+        "live", "live_bytes", "dropped", "room_hold", "blocked", "head_left",
     )
+    tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
     def __init__(self, sid: int, sock, peer, gate_conf, on_slow):
         self.sid = sid
@@ -94,6 +95,7 @@ class Session:
         self.dropped = 0
         self.room_hold: dict = {}     # room -> [(seq, data)] held until `joined` is sent
         self.blocked: set = set()
+        self.head_left = 0            # bytes of a partly sent frame at the head of `out`
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:
@@ -101,7 +103,7 @@ class Session:
 
     def queue(self, data: bytes) -> bool:
         """Append framed bytes; False (and the session is kicked as slow) past the bound."""
-        if self.closed:
+        if self.closed or self.closing:
             return False
         if self.out_bytes + len(data) > self.limit and self.out_bytes:
             self.on_slow(self)
@@ -112,7 +114,7 @@ class Session:
 
     def queue_live(self, data: bytes) -> None:
         """Room and sys traffic: past the bound the oldest live frames go (a visible seq gap)."""
-        if self.closed:
+        if self.closed or self.closing:
             return
         self.live.append(data)
         self.live_bytes += len(data)
@@ -120,34 +122,50 @@ class Session:
             self.live_bytes -= len(self.live.popleft())
             self.dropped += 1
 
-    def _take(self) -> bytes:
-        """Everything pending, replies and durable frames first, then live frames."""
+    def _send_some(self) -> bool:
+        """One non-blocking send of everything pending (replies and durable frames first,
+        then live frames); True when all of it went out. OSError when the peer is gone."""
         if self.live:
             self.out.extend(self.live)
             self.live.clear()
             self.live_bytes = 0
-        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
-        return data
+        parts = self.out
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            sent = self.sock.send(data, 0, 0.0)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            self.out, self.out_bytes, self.head_left = [], 0, 0
+            return True
+        self._keep_unsent(parts, sent)
+        return False
+
+    def _keep_unsent(self, parts: list, sent: int) -> None:
+        """Keep what was not sent, frame by frame; ``head_left`` counts the bytes of a frame
+        already partly on the wire, which must go out whole before anything else."""
+        k = 0
+        while sent >= len(parts[k]):
+            sent -= len(parts[k])
+            k += 1
+        if sent:
+            self.head_left = len(parts[k]) - sent
+        elif k:
+            self.head_left = 0
+        self.out = [parts[k][sent:], *parts[k + 1:]]
+        self.out_bytes = sum(len(p) for p in self.out)
 
     def flush(self) -> None:
         """One non-blocking send of everything pending; the rest waits for a drain."""
         self.dirty = False
         if self.closed or self.draining or not (self.out or self.live):
             return
-        data = self._take()
         try:
-            sent = self.sock.send(data, 0, 0.0)
-        except BlockingIOError:
-            sent = 0
+            if self._send_some():
+                return
         except OSError:
             self.abort()
             return
-        if sent == len(data):
-            self.out.clear()
-            self.out_bytes = 0
-            return
-        self.out = [data[sent:]]
-        self.out_bytes = len(data) - sent
         self.draining = True
         gevent.spawn(self._drain)
 
@@ -155,13 +173,7 @@ class Session:
         try:
             while (self.out or self.live) and not self.closed:
                 gsocket.wait_write(self.sock.fileno(), timeout=DRAIN_TIMEOUT)
-                data = self._take()
-                try:
-                    sent = self.sock.send(data, 0, 0.0)
-                except BlockingIOError:
-                    sent = 0
-                self.out = [data[sent:]] if sent < len(data) else []
-                self.out_bytes = len(data) - sent
+                self._send_some()
         except (OSError, gsocket.timeout):
             self.abort()
         finally:
@@ -171,23 +183,25 @@ class Session:
         """Write out everything now (before a close), waiting at most ``timeout``."""
         deadline = time.monotonic() + timeout
         while (self.out or self.live) and not self.closed:
-            data = self._take()
             try:
-                sent = self.sock.send(data, 0, 0.0)
-            except BlockingIOError:
-                sent = 0
+                if self._send_some():
+                    return
             except OSError:
-                break
-            self.out = [data[sent:]] if sent < len(data) else []
-            self.out_bytes = len(data) - sent
+                return
             left = deadline - time.monotonic()
-            if self.out and left <= 0:
-                break
-            if self.out:
-                try:
-                    gsocket.wait_write(self.sock.fileno(), timeout=left)
-                except gsocket.timeout:
-                    break
+            if left <= 0:
+                return
+            try:
+                gsocket.wait_write(self.sock.fileno(), timeout=left)
+            except gsocket.timeout:
+                return
+
+    def cut_to_whole_frames(self) -> None:
+        """Before a last frame (kicked): drop the queue but finish a frame partly sent."""
+        self.out = [self.out[0]] if self.head_left and self.out else []
+        self.out_bytes = sum(len(p) for p in self.out)
+        self.live.clear()
+        self.live_bytes = 0
 
     def abort(self) -> None:
         """Close the socket now; the read loop notices and cleans up."""
