@@ -425,6 +425,4 @@ class GateNode(Node):
 
     def on_rdlv(self, env) -> None:
         _, conv, seq, record, sender = env[:5]
-        count = self.rooms.deliver(conv, seq, record, sender)
-        if count:
-            self.bus.record("out", None, None, record, count)
+        self.rooms.deliver(conv, seq, record, sender)

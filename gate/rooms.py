@@ -8,6 +8,8 @@ answer member counts without a member list.
 """
 from __future__ import annotations
 
+import gevent
+
 from cluster.codec import frame
 
 
@@ -16,6 +18,9 @@ class Rooms:
         self.gate = gate
         self.members: dict = {}      # room -> {sid: Session}
         self.dropped = 0
+        self.pending: dict = {}      # room -> [(seq, record, sender)] this tick
+        self._scheduled = False
+        self._ws: dict = {}          # per-message WebSocket encodings, this flush only
 
     def counts(self) -> dict:
         return {room: len(m) for room, m in self.members.items()}
@@ -31,6 +36,7 @@ class Rooms:
         local = self.members.get(room)
         s.rooms.discard(room)
         s.room_hold.pop(room, None)
+        s.room_floor.pop(room, None)
         if local is None or local.pop(s.sid, None) is None:
             return
         if not local:
@@ -53,27 +59,71 @@ class Rooms:
                 s.queue_live(data)
         if held:
             self.gate.mark_dirty(s)
+        # `joined` came straight from the zone; live messages it already holds in `recent`
+        # may still be on their way through center: drop those when they come
+        s.room_floor[room] = last_seq
 
-    def deliver(self, conv: str, seq: int, record: bytes, sender: str) -> int:
-        """Fan one message out to the local members; returns how many got it."""
+    def deliver(self, conv: str, seq: int, record: bytes, sender: str) -> None:
+        """Queue one room/sys message; the whole tick's messages fan out together."""
+        entries = self.pending.get(conv)
+        if entries is None:
+            entries = self.pending[conv] = []
+            if not self._scheduled:
+                self._scheduled = True
+                gevent.get_hub().loop.run_callback(self.flush)
+        entries.append((seq, record, sender))
+
+    def flush(self) -> None:
+        """End of tick: per room, frame every message once and join them once; a member
+        with nothing else pending gets the joined bytes in one send() (the fast path)."""
+        self._scheduled = False
+        pending, self.pending = self.pending, {}
+        for conv, entries in pending.items():
+            counts = self.fan_out(conv, entries)
+            for (_seq, record, _sender), count in zip(entries, counts):
+                if count:
+                    self.gate.bus.record("out", None, None, record, count)
+
+    def targets(self, conv: str):
         if conv == "sys":
-            targets = self.gate.users.values()
-        else:
-            local = self.members.get(conv)
-            if not local:
-                return 0
-            targets = local.values()
-        data, count, mark = frame(record), 0, self.gate.mark_dirty
-        for s in targets:
-            if s.user == sender or sender in s.blocked:
+            return list(self.gate.users.values())
+        return list(self.members.get(conv, {}).values())
+
+    def fan_out(self, conv: str, entries: list) -> list:
+        self._ws = {}
+        frames = [frame(record) for _seq, record, _sender in entries]
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        senders = {sender for _seq, _record, sender in entries}
+        counts, fast = [0] * len(entries), 0
+        for s in self.targets(conv):
+            if (s.tcp and not s.out and not s.live and not s.draining and not s.closing
+                    and s.user not in senders and conv not in s.room_hold
+                    and (not s.blocked or s.blocked.isdisjoint(senders))
+                    and (not s.room_floor or conv not in s.room_floor)):
+                fast += s.send_now(data, frames)
+            else:
+                self.one_by_one(s, conv, entries, frames, counts)
+        return [c + fast for c in counts]
+
+    def one_by_one(self, s, conv: str, entries: list, frames: list, counts: list) -> None:
+        """The slow path: senders, blocks, holds, WebSocket encodings, a busy outbox."""
+        hold = s.room_hold.get(conv)
+        floor = s.room_floor.pop(conv, 0) if s.room_floor else 0
+        if floor and entries[-1][0] <= floor:
+            s.room_floor[conv] = floor          # nothing new yet: keep filtering
+        for k, ((seq, record, sender), data) in enumerate(zip(entries, frames)):
+            if s.user == sender or sender in s.blocked or seq <= floor:
                 continue
-            hold = s.room_hold.get(conv)
+            out = data if s.tcp else s.encode_cached(record, self._ws_cache(k))
             if hold is not None:
-                hold.append((seq, data))
+                hold.append((seq, out))
                 continue
             before = s.dropped
-            s.queue_live(data)
+            s.queue_live(out)
             self.dropped += s.dropped - before
-            mark(s)
-            count += 1
-        return count
+            counts[k] += 1
+        if hold is None:
+            self.gate.mark_dirty(s)
+
+    def _ws_cache(self, k: int) -> dict:
+        return self._ws.setdefault(k, {})

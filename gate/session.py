@@ -63,7 +63,7 @@ class Session:
         "sid", "sock", "peer", "user", "pending_user", "reader", "out", "out_bytes",
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "limit", "on_slow", "rooms", "json",
-        "live", "live_bytes", "dropped", "room_hold", "blocked", "head_left",
+        "live", "live_bytes", "dropped", "room_hold", "blocked", "head_left", "room_floor",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
@@ -96,6 +96,7 @@ class Session:
         self.room_hold: dict = {}     # room -> [(seq, data)] held until `joined` is sent
         self.blocked: set = set()
         self.head_left = 0            # bytes of a partly sent frame at the head of `out`
+        self.room_floor: dict = {}    # room -> joined.last_seq until a later seq arrives
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:
@@ -154,6 +155,37 @@ class Session:
             self.head_left = 0
         self.out = [parts[k][sent:], *parts[k + 1:]]
         self.out_bytes = sum(len(p) for p in self.out)
+
+    def send_now(self, data: bytes, frames: list) -> int:
+        """Room fast path: ``data`` (= ``frames`` joined) straight to the socket; what does
+        not fit stays queued, frame by frame, for a drain. 1 when the session took it."""
+        try:
+            sent = self.sock.send(data, 0, 0.0)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.abort()
+            return 0
+        if sent < len(data):
+            self._keep_live(frames, sent)
+            self.draining = True
+            gevent.spawn(self._drain)
+        return 1
+
+    def _keep_live(self, frames: list, sent: int) -> None:
+        """The part of a frame already on the wire must follow; whole frames left over are
+        live traffic again (droppable, oldest first)."""
+        k = 0
+        while sent >= len(frames[k]):
+            sent -= len(frames[k])
+            k += 1
+        if sent:
+            self.out = [frames[k][sent:]]
+            self.out_bytes = len(self.out[0])
+            self.head_left = self.out_bytes
+            k += 1
+        for f in frames[k:]:
+            self.queue_live(f)
 
     def flush(self) -> None:
         """One non-blocking send of everything pending; the rest waits for a drain."""

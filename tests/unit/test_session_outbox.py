@@ -20,6 +20,12 @@ class ShortWrites:
     def fileno(self):
         return -1
 
+    def shutdown(self, how):
+        pass
+
+    def close(self):
+        pass
+
 
 def session(room, limit=1000):
     kicked = []
@@ -65,3 +71,14 @@ def test_nothing_is_queued_once_closing():
     assert s.queue(b"late") is False
     s.queue_live(b"late")
     assert not s.out and not s.live
+
+
+def test_room_fast_path_keeps_a_cut_frame_and_requeues_the_rest_as_live():
+    s, _ = session(room=6)
+    frames = [b"AAAA", b"BBBB", b"CCCC"]
+    assert s.send_now(b"".join(frames), frames) == 1
+    assert s.sock.wire == b"AAAABB" and s.out == [b"BB"] and s.head_left == 2
+    assert list(s.live) == [b"CCCC"] and s.draining
+    s.sock.room = 100
+    assert s._send_some() is True and s.sock.wire == b"AAAABBBBCCCC"
+    s.closed = True                  # the drain greenlet it started ends quietly
