@@ -26,7 +26,8 @@ def parse(argv):
     w1.add_argument("--senders", type=int, default=50)
     w1.add_argument("--rates", type=_ladder, default=None, help="msgs/s steps, e.g. 100,200,400")
     w1.add_argument("--seconds", type=float, default=8)
-    for name, helptext in (("w2", "direct messages"), ("w3", "broadcast"), ("w4", "connections")):
+    for name, helptext in (("w2", "direct messages"), ("w3", "broadcast"), ("w4", "connections"),
+                           ("rtt", "DM round trip, one in flight")):
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("--size", type=int, default=None)
         sp.add_argument("--seconds", type=float, default=8)
@@ -70,7 +71,8 @@ def bench_w1(args) -> int:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    runner = {"w1": bench_w1}.get(args.workload)
+    from tools.bench import rtt
+    runner = {"w1": bench_w1, "rtt": rtt.bench_rtt}.get(args.workload)
     if runner is None:
         from tools.bench import workloads
         runner = workloads.RUNNERS[args.workload]
