@@ -55,7 +55,7 @@ class CenterNode(Node):
                          ("rep", self.on_rep), ("resume", self.on_resume)):
             self.bus.on(kind, fn)
         if self.spec.admin_port:
-            self.admin.start(self.spec.host, self.spec.admin_port)
+            self.admin.start(self.spec.admin_host, self.spec.admin_port)
         for gate in self.gates:
             self.bus.send(gate, "hello", self.incarnation)
         return addr

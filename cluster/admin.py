@@ -34,7 +34,8 @@ def call(cfg, path: str, payload: dict | None = None, timeout: float = 10.0) -> 
     center = cfg.nodes_of("center")[0]
     if not center.admin_port:
         raise AdminFailed("the center node has no admin_port in the config")
-    url = f"http://{center.host}:{center.admin_port}{path}"
+    host = "127.0.0.1" if center.admin_host in ("0.0.0.0", "") else center.admin_host
+    url = f"http://{host}:{center.admin_port}{path}"
     data = None if payload is None else json.dumps(payload).encode()
     req = urllib.request.Request(url, data=data, headers={
         "Authorization": f"Bearer {cfg.cluster.secret}", "Content-Type": "application/json"})

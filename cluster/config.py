@@ -113,6 +113,7 @@ class NodeSpec:
     tcp_port: int | None = None
     ws_port: int | None = None
     admin_port: int | None = None
+    admin_host: str = "127.0.0.1"     # the admin endpoint stays on loopback unless set
 
     @property
     def bus_addr(self) -> str:

@@ -120,7 +120,7 @@ class RunningCluster:
         self.gates = list(self.gate_addrs.values())
         self.ws_addrs = {g.name: (g.host, g.ws_port) for g in gates}
         center = self.cfg.nodes_of("center")[0]
-        self.admin_addr = (center.host, center.admin_port)
+        self.admin_addr = (center.admin_host, center.admin_port)
         self.redis_url = self.cfg.redis_url
         self.state_path = runstate.state_path(self.data_dir)
         self.proc = None

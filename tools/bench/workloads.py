@@ -151,7 +151,7 @@ class Listener:
 
 def admin_post(cfg, path: str, payload: dict) -> dict:
     center = cfg.nodes_of("center")[0]
-    req = urllib.request.Request(f"http://{center.host}:{center.admin_port}{path}",
+    req = urllib.request.Request(f"http://{center.admin_host}:{center.admin_port}{path}",
                                  data=json.dumps(payload).encode(),
                                  headers={"Authorization": f"Bearer {cfg.cluster.secret}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
