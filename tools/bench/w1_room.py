@@ -68,8 +68,8 @@ class Sender:
                                         "cid": f"{self.user}-{next(self.cids)}", "body": body}))
 
 
-def pace(sender: Sender, interval: float, until: float, phase: float = 0.0) -> None:
-    """Send every ``interval`` seconds, starting ``phase`` of an interval late."""
+def pace(sender, interval: float, until: float, phase: float = 0.0) -> None:
+    """Call ``sender.send()`` every ``interval`` seconds, starting ``phase`` of an interval late."""
     nxt = time.monotonic() + phase * interval
     gevent.sleep(phase * interval)
     while nxt < until:

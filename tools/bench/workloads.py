@@ -19,6 +19,7 @@ from cluster import convs
 from cluster.codec import FrameReader, encode_frame, unpackb
 from tools.bench import common
 from tools.bench.runner import _print_median, _with_cluster
+from tools.bench.w1_room import pace
 
 
 # -- W2: direct messages ------------------------------------------------------------------
@@ -53,22 +54,13 @@ class Peer:
                                         "cid": f"c{rid}", "body": "x" * 64}))
 
 
-def _pace(peer, interval, until, phase):
-    nxt = time.monotonic() + phase * interval
-    gevent.sleep(phase * interval)
-    while nxt < until:
-        peer.send()
-        nxt += interval
-        gevent.sleep(max(0.0, nxt - time.monotonic()))
-
-
 def w2_step(peers, rate, seconds, meter) -> dict:
     for p in peers:
         p.lat.clear()
     m0, e0 = sum(p.msgs for p in peers), sum(p.errors for p in peers)
     meter.mark()
     until = time.monotonic() + seconds
-    gevent.joinall([gevent.spawn(_pace, p, len(peers) / rate, until, k / len(peers))
+    gevent.joinall([gevent.spawn(pace, p, len(peers) / rate, until, k / len(peers))
                     for k, p in enumerate(peers)])
     common_wait(lambda: not any(p.sent_at for p in peers), 5.0)
     cpu = meter.read()
