@@ -317,7 +317,10 @@ class GateNode(Node):
         self.users[user] = s
         if old is not None and old is not s and not old.closing:
             self.kick(old, "session_replaced")
-        self.reply(s, body, logged=packb(dict(unpackb(body), token="***")))
+        welcome = unpackb(body)
+        # sys messages up to the welcome's are history, not news: held ones above it follow
+        s.seen["sys"] = s.room_floor["sys"] = welcome.get("convs", {}).get("sys", 0)
+        self.reply(s, body, logged=packb(dict(welcome, token="***")))
         self.start_replay(s, replay)
 
     def start_replay(self, s: Session, replay) -> None:
@@ -374,7 +377,7 @@ class GateNode(Node):
             if s is None or s.held is not None:
                 s = s or self.logging_in.get(user)
                 if s is not None:
-                    self._hold(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache))
+                    self.hold(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache))
                 continue
             if self.push_record(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache)):
                 self.mark_dirty(s)
@@ -382,7 +385,7 @@ class GateNode(Node):
         if count:
             self.bus.record("out", None, None, record, count)
 
-    def _hold(self, s: Session, conv: str, seq: int, data: bytes) -> None:
+    def hold(self, s: Session, conv: str, seq: int, data: bytes) -> None:
         """Live DMs wait behind the replay. Past the bound they are left out (counted):
         the client sees the seq gap and syncs, and replay never makes a session 'slow'."""
         if s.held is None:

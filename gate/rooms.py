@@ -103,7 +103,16 @@ class Rooms:
                 fast += s.send_now(data, frames)
             else:
                 self.one_by_one(s, conv, entries, frames, counts)
+        if conv == "sys":
+            self.hold_for_logins(entries, frames)
         return [c + fast for c in counts]
+
+    def hold_for_logins(self, entries: list, frames: list) -> None:
+        """A broadcast during a login: the welcome may not count it yet, so hold it for
+        the session (released after the welcome, above welcome.convs.sys)."""
+        for s in list(self.gate.logging_in.values()):
+            for (seq, record, _sender), data in zip(entries, frames):
+                self.gate.hold(s, "sys", seq, data if s.tcp else s.encode_cached(record, {}))
 
     def one_by_one(self, s, conv: str, entries: list, frames: list, counts: list) -> None:
         """The slow path: senders, blocks, holds, WebSocket encodings, a busy outbox."""
