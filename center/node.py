@@ -78,11 +78,14 @@ class CenterNode(Node):
         self.bus.send_packed(self.login_node, packb(env))
 
     def on_presence(self, env) -> None:
-        """A gate's full list: forget its sessions not listed, learn the listed ones."""
-        _, gate, listed, rooms = env[:4]
+        """A gate's full list as of its id ``last``: forget its sessions not listed, learn the
+        listed ones. A bind with a newer id than the list came from login after the list
+        was made (another pipe, so it may arrive first) and stays."""
+        _, gate, listed, rooms, base, last = env[:6]
         here = {(user, sid) for user, sid in listed}
         for user, where in list(self.presence.items()):
-            if where[0] == gate and (user, where[1]) not in here:
+            newer = base <= where[1] and where[1] > last
+            if where[0] == gate and (user, where[1]) not in here and not newer:
                 del self.presence[user]
         for user, sid in here:
             self.presence.setdefault(user, (gate, sid))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import heapq
-import itertools
 import random
 import time
 
@@ -48,7 +47,8 @@ class GateNode(Node):
         self.deadlines: list = []       # heap of (deadline, req): timeouts differ by kind
         self.dirty: list = []
         self._flush_scheduled = False
-        self._reqs = itertools.count(random.getrandbits(40) << 16)
+        self.id_base = random.getrandbits(40) << 16    # this incarnation's first id
+        self.last_id = self.id_base
         self.login_timeout = max(self.conf.request_timeout, 10.0)
         self.stats = collections.Counter()
         self.rooms = Rooms(self)
@@ -69,7 +69,7 @@ class GateNode(Node):
             self.web = WebServer(self, self.server.pool)
             self.web.start()
         self.spawn(self.deadline_worker)
-        self.bus.send(self.center_node(), "presence", self.name, [], {})
+        self.bus.send(self.center_node(), *self.presence_envelope([]))
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
     def shutdown(self) -> None:
@@ -82,6 +82,15 @@ class GateNode(Node):
             s.queue(s.encode(body))
             s.flush_blocking(timeout=0.5)
             s.abort()
+
+    def new_id(self) -> int:
+        """Session ids and request numbers: one counter from a random start per incarnation."""
+        self.last_id += 1
+        return self.last_id
+
+    def presence_envelope(self, who: list) -> tuple:
+        """A gate's sessions as of now: ids up to last_id issued by this incarnation."""
+        return ("presence", self.name, who, self.rooms.counts(), self.id_base, self.last_id)
 
     def login_node(self) -> str:
         return self.config.nodes_of("login")[0].name
@@ -98,7 +107,7 @@ class GateNode(Node):
     # -- the connection -----------------------------------------------------------------
     def handle(self, sock, peer) -> None:
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        sid = next(self._reqs)
+        sid = self.new_id()
         s = Session(sid, sock, peer, self.conf, self.kick_slow)
         self.sessions[sid] = s
         try:
@@ -235,7 +244,7 @@ class GateNode(Node):
     def forward(self, s: Session, rid, peer: str, kind: str, *fields, timeout=None) -> None:
         if s.inflight >= self.conf.max_inflight:
             raise handlers.BadRequest("rate_limited", "too many requests in flight; wait for replies")
-        req = next(self._reqs)
+        req = self.new_id()
         s.inflight += 1
         self.pending[req] = (s, rid, kind, fields[1] if kind == "join" else None)
         deadline = time.monotonic() + (timeout or self.conf.request_timeout)
@@ -404,7 +413,7 @@ class GateNode(Node):
     def on_hello(self, env) -> None:
         """Center (re)started: tell it who is here."""
         who = [[user, s.sid] for user, s in self.users.items()]
-        self.bus.send(self.center_node(), "presence", self.name, who, self.rooms.counts())
+        self.bus.send(self.center_node(), *self.presence_envelope(who))
         for s in list(self.users.values()):
             self.resume(s)
 

@@ -171,7 +171,7 @@ def serve(gate, sock, peer, raw: bytes, origin_ok) -> None:
     if ws is None:
         return
     sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-    sid = next(gate._reqs)
+    sid = gate.new_id()
     s = WsSession(sid, sock, peer, gate.conf, gate.kick_slow, ws)
     gate.sessions[sid] = s
     gate.stats["ws_sessions"] += 1
