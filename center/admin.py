@@ -16,9 +16,13 @@ POST path                JSON body                                      answer
 ``/v1/group``            ``{group, owner, members}`` (a roster)         ``{group, members}``
 ``/v1/reload``           ``{}``: zones re-read moderation.word_filter     ``{reloaded}``
 ``/v1/stats`` (GET)      -                                              counters
+``/v1/ops`` (GET)        -                                              the operator view's data
 =======================  =============================================  ==================
 
-Every action is written to the log role as an ``admin`` audit record.
+Every action is written to the log role as an ``admin`` audit record and kept among the
+last actions of the operator view. ``GET /ops`` (and its ``/ops.js``, ``/ops.css``) is
+the operator view's page: it holds no data, so it is served without the secret
+(``center/ops.py``).
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ class AdminApi:
             "/v1/broadcast": self.broadcast, "/v1/post": self.post, "/v1/kick": self.kick,
             "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/room": self.room,
             "/v1/token": self.token, "/v1/group": self.group, "/v1/stats": self.stats,
-            "/v1/reload": self.reload,
+            "/v1/reload": self.reload, "/v1/ops": self.ops,
         }
         self.server = None
 
@@ -70,6 +74,9 @@ class AdminApi:
 
     # -- WSGI -----------------------------------------------------------------------------
     def app(self, environ, start_response):
+        page = self.center.ops.page(environ, start_response)
+        if page is not None:
+            return page
         try:
             status, payload = 200, self.handle(environ)
         except AdminError as exc:
@@ -88,8 +95,10 @@ class AdminApi:
             raise AdminError(404, "not_found", "no such admin endpoint")
         args = self.read_json(environ) if environ["REQUEST_METHOD"] == "POST" else {}
         result = route(args)
-        if route != self.stats:
-            self.center.bus.record("admin", environ["PATH_INFO"].rsplit("/", 1)[-1], args)
+        if route not in (self.stats, self.ops):
+            action = environ["PATH_INFO"].rsplit("/", 1)[-1]
+            self.center.bus.record("admin", action, args)
+            self.center.ops.action(action, args)
         return result
 
     def read_json(self, environ) -> dict:
@@ -180,3 +189,6 @@ class AdminApi:
 
     def stats(self, _args) -> dict:
         return self.center.snapshot()
+
+    def ops(self, _args) -> dict:
+        return self.center.ops.snapshot()

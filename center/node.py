@@ -18,6 +18,7 @@ from cluster.codec import packb, unpackb
 from cluster.node import Node
 from cluster.slots import SlotTable
 from center.admin import AdminApi
+from center.ops import Ops
 from dc.store import ModerationStore, Store
 
 ADMIN_WAIT = 5.0
@@ -40,6 +41,7 @@ class CenterNode(Node):
         self.login_node = config.nodes_of("login")[0].name
         self.waiting: dict = {}
         self._reqs = itertools.count(1)
+        self.ops = Ops(self)            # the operator view: nodes' reports, last admin actions
         self.admin = AdminApi(self)
 
     def shutdown(self) -> None:
@@ -52,7 +54,8 @@ class CenterNode(Node):
                          ("presence", self.on_presence), ("dlv", self.on_dlv),
                          ("rdlv", self.on_rdlv), ("roomcount", self.on_roomcount),
                          ("join", self.on_join), ("room_info", self.on_room_info),
-                         ("rep", self.on_rep), ("resume", self.on_resume)):
+                         ("rep", self.on_rep), ("resume", self.on_resume),
+                         ("stats", self.ops.on_stats)):
             self.bus.on(kind, fn)
         if self.spec.admin_port:
             self.admin.start(self.spec.admin_host, self.spec.admin_port)

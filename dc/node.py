@@ -13,6 +13,7 @@ from gevent.event import Event
 from cluster import convs
 from cluster.codec import packb
 from cluster.node import Node
+from cluster.stats import bus_counters, report_loop
 from dc.store import ModerationStore, Store, StoreUnavailable
 
 MAX_QUEUE = 100000
@@ -36,7 +37,17 @@ class DcNode(Node):
         self.bus.on("logout", self.on_logout)
         self.bus.on("block", self.on_block)
         self.spawn(self.cursor_worker)
+        self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
         return addr
+
+    def ops_counters(self) -> dict:
+        """dc's report to center's operator view: Redis memory (INFO memory) and its queue."""
+        try:
+            redis = self.store.memory()
+        except StoreUnavailable as exc:
+            redis = {"error": str(exc)}
+        return {"redis": redis, "queue": len(self.queue), "dropped": self.dropped,
+                **bus_counters(self.bus)}
 
     def shutdown(self) -> None:
         self.store.close()

@@ -14,6 +14,9 @@ import redis
 from dc import keys
 
 MAX_HISTORY_BYTES = 1024 * 1024 - 4096     # a history frame stays under 1 MiB
+MEMORY_FIELDS = ("used_memory", "used_memory_human", "used_memory_peak",
+                 "used_memory_peak_human", "used_memory_rss", "maxmemory",
+                 "mem_fragmentation_ratio")
 
 
 class StoreUnavailable(Exception):
@@ -62,6 +65,11 @@ class Store:
 
     def close(self) -> None:
         self.redis.connection_pool.disconnect()
+
+    def memory(self) -> dict:
+        """Redis ``INFO memory``, the fields the operator view shows (bytes unless _human)."""
+        info = self._call(self.redis.info, "memory")
+        return {k: info[k] for k in MEMORY_FIELDS if k in info}
 
     # -- users ------------------------------------------------------------------------
     def create_user(self, name: str, pwhash: str) -> bool:

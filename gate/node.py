@@ -21,6 +21,7 @@ from cluster.codec import ProtocolError, decode_body, frame, packb, unpackb
 from cluster.node import Node
 from cluster.slots import SlotTable
 from gate import handlers
+from gate import stats as gate_stats
 from gate.http import WebServer
 from gate.rooms import Rooms
 from gate.session import Session
@@ -51,6 +52,7 @@ class GateNode(Node):
         self.last_id = self.id_base
         self.login_timeout = max(self.conf.request_timeout, 10.0)
         self.stats = collections.Counter()
+        self.frames_in = self.frames_out = self.closed_dropped = 0    # ops view: gate/stats.py
         self.rooms = Rooms(self)
         self.server = None
         self.web = None                 # HTTP + WebSocket on ws_port (gate/http.py)
@@ -69,6 +71,7 @@ class GateNode(Node):
             self.web = WebServer(self, self.server.pool)
             self.web.start()
         self.spawn(self.deadline_worker)
+        gate_stats.start(self)
         self.bus.send(self.center_node(), *self.presence_envelope([]))
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
@@ -178,6 +181,7 @@ class GateNode(Node):
     def record_in(self, s: Session, msg: dict, body: bytes) -> None:
         if REDACT.intersection(msg):
             body = packb({k: ("***" if k in REDACT else v) for k, v in msg.items()})
+        self.frames_in += 1
         self.bus.record("in", s.sid, s.user or s.pending_user, body)
 
     # -- output -------------------------------------------------------------------------
@@ -185,6 +189,7 @@ class GateNode(Node):
         """Queue one body for one session and record it (``logged``: a redacted copy)."""
         if s.queue(s.encode(body)):
             self.mark_dirty(s)
+        self.frames_out += 1
         self.bus.record("out", s.sid, s.user, body if logged is None else logged, 1)
 
     def mark_dirty(self, s: Session) -> None:
@@ -231,7 +236,8 @@ class GateNode(Node):
 
     def close_session(self, s: Session) -> None:
         s.abort()
-        self.sessions.pop(s.sid, None)
+        if self.sessions.pop(s.sid, None) is not None:
+            self.closed_dropped += s.dropped
         self.rooms.leave_all(s)
         if s.pending_user and self.logging_in.get(s.pending_user) is s:
             del self.logging_in[s.pending_user]
@@ -362,6 +368,7 @@ class GateNode(Node):
     def _write_chunk(self, s: Session, chunk: list) -> None:
         s.out.extend(chunk)
         s.out_bytes += sum(len(c) for c in chunk)
+        self.frames_out += len(chunk)
         self.bus.record("out", s.sid, s.user, b"", len(chunk))
         s.flush_blocking(timeout=30.0)
 
@@ -392,6 +399,7 @@ class GateNode(Node):
                 self.mark_dirty(s)
                 count += 1
         if count:
+            self.frames_out += count
             self.bus.record("out", None, None, record, count)
 
     def hold(self, s: Session, conv: str, seq: int, data: bytes) -> None:

@@ -82,6 +82,7 @@ class Rooms:
             counts = self.fan_out(conv, entries)
             for (_seq, record, _sender), count in zip(entries, counts):
                 if count:
+                    self.gate.frames_out += count
                     self.gate.bus.record("out", None, None, record, count)
 
     def targets(self, conv: str):

@@ -9,6 +9,7 @@ acked cid, rate.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 
@@ -19,6 +20,7 @@ from cluster import convs
 from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
 from cluster.node import Node
 from cluster.slots import SlotTable
+from cluster.stats import bus_counters, report_loop
 from dc.store import Store, StoreItem, StoreUnavailable
 from zone.checks import GroupReq, JoinReq, PostReq, Refused, SendReq, SyncReq
 from zone.groups import Groups
@@ -45,6 +47,8 @@ class ZoneNode(Node):
         self.wake = Event()
         self.known_users: set = set()
         self._last_tick = 0.0
+        self.stored = 0                 # messages stored (resends excluded), for the ops view
+        self.errors = collections.Counter()     # error replies by code
 
     def setup(self) -> str:
         addr = self.bus.bind()
@@ -55,7 +59,13 @@ class ZoneNode(Node):
         self.bus.on("post", lambda env: self.enqueue(PostReq(*env[1:6])))
         self.bus.on("mod", self.on_mod)
         self.spawn(self.tick_worker)
+        self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
         return addr
+
+    def ops_counters(self) -> dict:
+        """This zone's report to center's operator view (``cluster/stats.py``)."""
+        return {"slots": len(self.table.slots_of(self.name)), "stored": self.stored,
+                "errors": dict(self.errors), "queue": len(self.queue), **bus_counters(self.bus)}
 
     def shutdown(self) -> None:
         self.store.close()
@@ -117,6 +127,7 @@ class ZoneNode(Node):
         self.bus.send(r.gate, "rep", r.req, packb(body))
 
     def error(self, r, code: str, reason: str, **extra) -> None:
+        self.errors[code] += 1
         self.reply(r, {"t": "error", "code": code, "reason": reason, **extra})
 
     def ack(self, r, seq: int, ts: int) -> None:
@@ -214,6 +225,7 @@ class ZoneNode(Node):
             if dup:
                 resent.append((r, seq, ts))
             else:
+                self.stored += 1
                 self.deliver(r, seq, msg_record(r.prefix, seq))
         self.redeliver(resent)
 
