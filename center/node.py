@@ -84,11 +84,12 @@ class CenterNode(Node):
         """A gate's full list as of its id ``last``: forget its sessions not listed, learn the
         listed ones. A bind with a newer id than the list came from login after the list
         was made (another pipe, so it may arrive first) and stays."""
-        _, gate, listed, rooms, base, last = env[:6]
+        _, gate, listed, rooms, base, last, pending = env[:7]
         here = {(user, sid) for user, sid in listed}
+        keep = here | {(user, sid) for user, sid in pending}
         for user, where in list(self.presence.items()):
             newer = base <= where[1] and where[1] > last
-            if where[0] == gate and (user, where[1]) not in here and not newer:
+            if where[0] == gate and (user, where[1]) not in keep and not newer:
                 del self.presence[user]
         for user, sid in here:
             self.presence.setdefault(user, (gate, sid))

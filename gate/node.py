@@ -17,12 +17,13 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent import socket as gsocket
 
-from cluster.codec import ProtocolError, decode_body, frame, packb, unpackb
+from cluster.codec import ProtocolError, decode_body, packb, unpackb
 from cluster.node import Node
 from cluster.slots import SlotTable
 from gate import handlers
 from gate import stats as gate_stats
 from gate.http import WebServer
+from gate.delivery import Delivery
 from gate.rooms import Rooms
 from gate.session import Session
 
@@ -33,7 +34,7 @@ SLOW_GOODBYE = 10.0      # seconds a slow session gets to read its last frames a
 REDACT = {"password", "token"}
 
 
-class GateNode(Node):
+class GateNode(Delivery, Node):
     role = "gate"
 
     def __init__(self, config, spec):
@@ -59,7 +60,7 @@ class GateNode(Node):
 
     # -- wiring -------------------------------------------------------------------------
     def setup(self) -> str:
-        bus_addr = self.bus.bind()
+        self.bus.bind()
         for kind, fn in (("rep", self.on_rep), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
                          ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv),
                          ("resumed", self.on_resumed)):
@@ -92,8 +93,10 @@ class GateNode(Node):
         return self.last_id
 
     def presence_envelope(self, who: list) -> tuple:
-        """A gate's sessions as of now: ids up to last_id issued by this incarnation."""
-        return ("presence", self.name, who, self.rooms.counts(), self.id_base, self.last_id)
+        """A gate's sessions as of now: ids up to last_id issued by this incarnation, and
+        the logins in flight (center keeps, but does not add, their binds)."""
+        pending = [[user, s.sid] for user, s in self.logging_in.items()]
+        return ("presence", self.name, who, self.rooms.counts(), self.id_base, self.last_id, pending)
 
     def login_node(self) -> str:
         return self.config.nodes_of("login")[0].name
@@ -316,133 +319,8 @@ class GateNode(Node):
         s.pending_user = None
         s.held = None
 
-    def on_welcome(self, env) -> None:
-        _, req, user, body, replay, blocked = env[:6]
-        entry = self.take(req)
-        if entry is None or entry[0].closed:
-            self.bus.send(self.center_node(), "unbind", user, self.name,
-                          entry[0].sid if entry else -1)
-            return
-        s = entry[0]
-        if self.logging_in.get(user) is s:
-            del self.logging_in[user]
-        s.pending_user, s.user = None, user
-        s.blocked = set(blocked)
-        old = self.users.get(user)
-        self.users[user] = s
-        if old is not None and old is not s and not old.closing:
-            self.kick(old, "session_replaced")
-        welcome = unpackb(body)
-        # sys messages up to the welcome's are history, not news: held ones above it follow
-        s.seen["sys"] = s.room_floor["sys"] = welcome.get("convs", {}).get("sys", 0)
-        self.reply(s, body, logged=packb(dict(welcome, token="***")))
-        self.start_replay(s, replay)
-
-    def start_replay(self, s: Session, replay) -> None:
-        held, s.held = s.held or [], None
-        if not replay:
-            self.deliver_held(s, held)
-            return
-        s.replaying = True
-        s.held = held
-        gevent.spawn(self.replay_worker, s, replay)
-
-    def replay_worker(self, s: Session, replay) -> None:
-        """Offline replay, paced by the socket: never counts as a slow consumer."""
-        chunk = []
-        for conv, seq, record in replay:
-            if seq <= s.seen.get(conv, 0):
-                continue
-            s.seen[conv] = seq
-            chunk.append(s.encode(record))
-            if len(chunk) >= 256:
-                self._write_chunk(s, chunk)
-                chunk = []
-            if s.closed:
-                return
-        self._write_chunk(s, chunk)
-        s.replaying = False
-        held, s.held = s.held or [], None
-        self.deliver_held(s, held)
-
-    def _write_chunk(self, s: Session, chunk: list) -> None:
-        s.out.extend(chunk)
-        s.out_bytes += sum(len(c) for c in chunk)
-        self.frames_out += len(chunk)
-        self.bus.record("out", s.sid, s.user, b"", len(chunk))
-        s.flush_blocking(timeout=30.0)
-
-    def deliver_held(self, s: Session, held: list) -> None:
-        for conv, seq, data in held:
-            self.push_record(s, conv, seq, data)
-        if held:
-            self.mark_dirty(s)
-
-    def push_record(self, s: Session, conv: str, seq: int, data: bytes) -> bool:
-        """Queue a framed durable message unless this session already has that seq."""
-        if seq <= s.seen.get(conv, 0):
-            return False
-        s.seen[conv] = seq
-        return s.queue(data)
-
-    def on_dlv(self, env) -> None:
-        _, users, conv, seq, record = env[:5]
-        data, count, ws_cache = frame(record), 0, {}
-        for user in users:
-            s = self.users.get(user)
-            if s is None or s.held is not None:
-                s = s or self.logging_in.get(user)
-                if s is not None:
-                    self.hold(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache))
-                continue
-            if self.push_record(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache)):
-                self.mark_dirty(s)
-                count += 1
-        if count:
-            self.frames_out += count
-            self.bus.record("out", None, None, record, count)
-
-    def hold(self, s: Session, conv: str, seq: int, data: bytes) -> None:
-        """Live DMs wait behind the replay. Past the bound they are left out (counted):
-        the client sees the seq gap and syncs, and replay never makes a session 'slow'."""
-        if s.held is None:
-            s.held = []
-        if len(s.held) >= self.config.chat.replay_max * 4:
-            self.stats["held_dropped"] += 1
-            return
-        s.held.append((conv, seq, data))
-
     def on_kick(self, env) -> None:
         _, sid, reason = env[:3]
         s = self.sessions.get(sid)
         if s is not None and not s.closing:
             self.kick(s, reason)
-
-    def on_hello(self, env) -> None:
-        """Center (re)started: tell it who is here."""
-        who = [[user, s.sid] for user, s in self.users.items()]
-        self.bus.send(self.center_node(), *self.presence_envelope(who))
-        for s in list(self.users.values()):
-            self.resume(s)
-
-    def resume(self, s: Session) -> None:
-        """Deliveries in flight when center died are lost: ask for what this session lacks.
-
-        Live deliveries are held meanwhile so the session still sees each conversation
-        in seq order; the request passes through center after the presence above.
-        """
-        if s.held is None and not s.replaying:
-            s.held = []
-        try:
-            self.forward(s, None, self.center_node(), "resume", s.user, dict(s.seen))
-        except handlers.BadRequest:
-            self.start_replay(s, [])
-
-    def on_resumed(self, env) -> None:
-        entry = self.take(env[1])
-        if entry is not None and not entry[0].closed:
-            self.start_replay(entry[0], env[2])
-
-    def on_rdlv(self, env) -> None:
-        _, conv, seq, record, sender = env[:5]
-        self.rooms.deliver(conv, seq, record, sender)
