@@ -18,6 +18,8 @@ import json
 import os
 import time
 
+from cluster import pages
+
 ACTIONS_KEPT = 50
 ARGS_SHOWN = 200             # characters of an action's JSON arguments kept for the view
 STALE_AFTER = 3.0            # seconds without a report: the node is shown as stale
@@ -29,25 +31,12 @@ PAGES = {
     "/ops.js": ("ops.js", "text/javascript; charset=utf-8"),
     "/ops.css": ("ops.css", "text/css; charset=utf-8"),
 }
-HEADERS = [
-    ("Cache-Control", "no-cache"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Content-Security-Policy",
-     "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
-]
+HEADERS = pages.SECURITY_HEADERS
 
 
 def load_pages(directory: str = STATIC_DIR) -> dict:
     """path -> (bytes, content type) for every page file that exists."""
-    files = {}
-    for path, (name, ctype) in PAGES.items():
-        try:
-            with open(os.path.join(directory, name), "rb") as fh:
-                files[path] = (fh.read(), ctype)
-        except FileNotFoundError:
-            continue
-    return files
+    return pages.load_pages(directory, PAGES)
 
 
 def rates(prev: dict | None, cur: dict) -> dict:

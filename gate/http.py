@@ -19,6 +19,7 @@ import time
 import h11
 from gevent.server import StreamServer
 
+from cluster import pages
 from gate import ws
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -32,27 +33,14 @@ PAGES = {
 }
 WS_PATH = "/ws"
 HEAD_MAX = 16384                  # request line + headers
-HEADERS = [
-    (b"cache-control", b"no-cache"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy",
-     b"default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
-]
+HEADERS = [(k.lower().encode(), v.encode()) for k, v in pages.SECURITY_HEADERS]
 ANY_ADDRESS = ("", "0.0.0.0", "::", "127.0.0.1", "localhost")
 REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
 
 
 def load_static(directory: str = STATIC_DIR) -> dict:
     """path -> (bytes, content type) for every page file that exists."""
-    files = {}
-    for path, (name, ctype) in PAGES.items():
-        try:
-            with open(os.path.join(directory, name), "rb") as fh:
-                files[path] = (fh.read(), ctype)
-        except FileNotFoundError:
-            continue
-    return files
+    return pages.load_pages(directory, PAGES)
 
 
 def allowed_origins(spec, extra) -> frozenset:

@@ -1,16 +1,23 @@
 """Rooms and system broadcasts on one gate: local members, once-per-gate fan-out.
 
 Center sends a room or ``sys`` message once per interested gate (``rdlv``); the gate
-frames it once and queues the same bytes for every local member (live queue: the oldest
-frames drop first when a member falls behind). The gate tells center its member count
+frames it once and sends the same bytes to every local member, several messages per
+send() when they come close together (a room fans out at most once per window, which
+grows with its audience up to 50 ms). A member that falls behind gets a live queue whose
+oldest frames drop first. The gate tells center its member count
 per room whenever it changes, so center knows which gates need which rooms and can
 answer member counts without a member list.
 """
 from __future__ import annotations
 
+import time
+
 import gevent
 
 from cluster.codec import frame
+
+WINDOW_PER_MEMBER = 20e-6     # seconds of fan-out window per local member
+MAX_WINDOW = 0.05             # never hold a room message longer than this
 
 
 class Rooms:
@@ -18,8 +25,9 @@ class Rooms:
         self.gate = gate
         self.members: dict = {}      # room -> {sid: Session}
         self.dropped = 0
-        self.pending: dict = {}      # room -> [(seq, record, sender)] this tick
-        self._scheduled = False
+        self.pending: dict = {}      # room -> [(seq, record, sender)] not fanned out yet
+        self.last_flush: dict = {}   # room -> monotonic time of its last fan-out
+        self.timers: dict = {}       # room -> the libev timer of its next fan-out
         self._ws: dict = {}          # per-message WebSocket encodings, this flush only
 
     def counts(self) -> dict:
@@ -41,6 +49,7 @@ class Rooms:
             return
         if not local:
             del self.members[room]
+            self.last_flush.pop(room, None)
         self._count_changed(room)
 
     def leave_all(self, s) -> None:
@@ -64,26 +73,42 @@ class Rooms:
         s.room_floor[room] = last_seq
 
     def deliver(self, conv: str, seq: int, record: bytes, sender: str) -> None:
-        """Queue one room/sys message; the whole tick's messages fan out together."""
+        """Queue one room/sys message; a room's messages fan out together (``flush_room``)."""
         entries = self.pending.get(conv)
         if entries is None:
             entries = self.pending[conv] = []
-            if not self._scheduled:
-                self._scheduled = True
-                gevent.get_hub().loop.run_callback(self.flush)
+            self._schedule(conv)
         entries.append((seq, record, sender))
 
-    def flush(self) -> None:
-        """End of tick: per room, frame every message once and join them once; a member
-        with nothing else pending gets the joined bytes in one send() (the fast path)."""
-        self._scheduled = False
-        pending, self.pending = self.pending, {}
-        for conv, entries in pending.items():
-            counts = self.fan_out(conv, entries)
-            for (_seq, record, _sender), count in zip(entries, counts):
-                if count:
-                    self.gate.frames_out += count
-                    self.gate.bus.record("out", None, None, record, count)
+    def window(self, conv: str) -> float:
+        """A room fans out at most once per window, which grows with its local audience:
+        each fan-out costs a send() per member, so a big room batches more messages per
+        send (at most MAX_WINDOW of added latency) and a small one is not held at all."""
+        members = len(self.gate.users) if conv == "sys" else len(self.members.get(conv, ()))
+        return min(MAX_WINDOW, members * WINDOW_PER_MEMBER)
+
+    def _schedule(self, conv: str) -> None:
+        loop = gevent.get_hub().loop
+        wait = self.last_flush.get(conv, 0.0) + self.window(conv) - time.monotonic()
+        if wait <= 0:
+            loop.run_callback(self.flush_room, conv)      # idle room: out at the end of this tick
+            return
+        timer = self.timers[conv] = loop.timer(wait)
+        timer.start(self.flush_room, conv)
+
+    def flush_room(self, conv: str) -> None:
+        """Frame every pending message once and join them once; a member with nothing else
+        pending gets the joined bytes in one send() (the fast path)."""
+        self.timers.pop(conv, None)
+        entries = self.pending.pop(conv, None)
+        self.last_flush[conv] = time.monotonic()
+        if not entries:
+            return
+        counts = self.fan_out(conv, entries)
+        for (_seq, record, _sender), count in zip(entries, counts):
+            if count:
+                self.gate.frames_out += count
+                self.gate.bus.record("out", None, None, record, count)
 
     def targets(self, conv: str):
         if conv == "sys":

@@ -146,14 +146,13 @@ def setup(cluster, tokens: dict, senders: int) -> tuple[list, list]:
     specs = [(gates[i % len(gates)], n, tokens[n]) for i, n in enumerate(names)]
     send_conns = connect_all(Sender, specs[:senders])
     recv_conns = connect_all(Receiver, specs[senders:])
-    for c in [*send_conns, *recv_conns]:
-        gevent.spawn(c.run)
-    gevent.spawn(pinger, [*send_conns, *recv_conns])
-    return recv_conns, send_conns
+    greenlets = [gevent.spawn(c.run) for c in [*send_conns, *recv_conns]]
+    greenlets.append(gevent.spawn(pinger, [*send_conns, *recv_conns]))
+    return recv_conns, send_conns, greenlets
 
 
 def run(cluster, tokens: dict, senders: int, rates: list, seconds: float, meter) -> list[dict]:
-    receivers, send_conns = setup(cluster, tokens, senders)
+    receivers, send_conns, greenlets = setup(cluster, tokens, senders)
     rows = []
     for rate in rates:
         row = run_step(receivers, send_conns, rate, seconds, meter)
@@ -161,6 +160,7 @@ def run(cluster, tokens: dict, senders: int, rates: list, seconds: float, meter)
         rows.append(row)
         if row["ratio"] < 0.999 or row["p99_ms"] >= 250:
             break
+    gevent.killall(greenlets)
     for c in [*receivers, *send_conns]:
         c.sock.close()
     return rows
