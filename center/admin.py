@@ -13,6 +13,7 @@ POST path                JSON body                                      answer
 ``/v1/ban``              ``{user, reason}`` (empty reason unbans)       ``{banned: bool}``
 ``/v1/room``             ``{room, slow?, dups?}`` (seconds, 0 = off; an omitted one stays)  ``{room, slow, dups}``
 ``/v1/token``            ``{user}``                                     ``{token, expires}``
+``/v1/users``            ``{users: [name, ...]}`` token-only accounts    ``{created, existing}``
 ``/v1/group``            ``{group, owner, members}`` (a roster)         ``{group, members}``
 ``/v1/reload``           ``{}``: zones re-read moderation.word_filter     ``{reloaded}``
 ``/v1/stats`` (GET)      -                                              counters
@@ -36,7 +37,8 @@ from gevent.pywsgi import WSGIServer
 from cluster import convs, tokens
 from cluster.codec import packb
 
-MAX_BODY = 65536
+MAX_BODY = 256 * 1024
+MAX_USERS_PER_CALL = 5000
 
 
 class AdminError(Exception):
@@ -60,7 +62,7 @@ class AdminApi:
             "/v1/broadcast": self.broadcast, "/v1/post": self.post, "/v1/kick": self.kick,
             "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/room": self.room,
             "/v1/token": self.token, "/v1/group": self.group, "/v1/stats": self.stats,
-            "/v1/reload": self.reload, "/v1/ops": self.ops,
+            "/v1/reload": self.reload, "/v1/users": self.users, "/v1/ops": self.ops,
         }
         self.server = None
 
@@ -181,6 +183,17 @@ class AdminApi:
         if answer.get("t") != "ok":
             raise AdminError(400, answer.get("code", "unavailable"), answer.get("reason", ""))
         return {"group": group, "owner": owner, "members": members}
+
+    def users(self, args) -> dict:
+        """Create token-only accounts (players a game backend authenticates itself)."""
+        names = args.get("users")
+        if not isinstance(names, list) or not 0 < len(names) <= MAX_USERS_PER_CALL:
+            raise AdminError(400, "bad_request", f"'users' must be a list of 1..{MAX_USERS_PER_CALL} names")
+        bad = [n for n in names if not convs.valid_user(n) or n == "system"]
+        if bad:
+            raise AdminError(400, "bad_name", f"not a valid user name: {bad[0]!r}")
+        created = self.center.store.create_token_users(names)
+        return {"created": created, "existing": len(names) - created}
 
     def reload(self, _args) -> dict:
         """Zones re-read moderation.word_filter from their config file."""

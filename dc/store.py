@@ -80,6 +80,17 @@ class Store:
             return pipe.execute()[0]
         return bool(self._call(run))
 
+    def create_token_users(self, names: list[str]) -> int:
+        """Accounts a game backend authenticates itself: no password (``!`` is no argon2
+        hash, so a password login always fails), tokens only. Returns how many were new."""
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hsetnx(keys.user(name), "pw", "!")
+                pipe.hsetnx(keys.user(name), "created", int(time.time() * 1000))
+            return pipe.execute()
+        return sum(1 for hit in self._call(run)[::2] if hit)
+
     def get_user(self, name: str) -> dict | None:
         raw = self._call(self.redis.hgetall, keys.user(name))
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None

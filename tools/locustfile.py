@@ -17,9 +17,10 @@ churn      ChurnUser                    DM pairs that log out or drop every ~10 
 =========  ===========================  ================================================
 
 ``--zc-rate`` is the total msgs/s into the cluster, spread evenly over the senders.
-Load users are ``<prefix><k>`` with one fixed password: the run registers the missing ones
-once (before the users start), and every user logs in with a token minted by the admin
-endpoint, so no password hashing sits on the load path. Only loopback gates are targeted.
+Load users are ``<prefix><k>``, token-only accounts the run creates once through the admin
+API (``/v1/users``, as a game backend would) before the users start; every user logs in
+with a token minted by the admin endpoint, so no password hashing sits on the load path.
+Only loopback gates are targeted.
 
 ``ZonechatShape`` ramps to ``-u`` users at ``-r``/s, waits for their logins and holds
 ``--zc-duration`` s; with ``--zc-knee`` it steps users up until send→msg p99 passes
