@@ -91,6 +91,19 @@ class Store:
             return pipe.execute()
         return sum(1 for hit in self._call(run)[::2] if hit)
 
+    def login_record(self, name: str) -> tuple[int, dict | None, set]:
+        """What a login reads, in one round trip: failed logins in the window, the user
+        record (None when missing) and the users it blocked."""
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(keys.failed_logins(name))
+            pipe.hgetall(keys.user(name))
+            pipe.smembers(keys.blocks(name))
+            return pipe.execute()
+        failed, raw, blocked = self._call(run)
+        record = {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+        return int(failed or 0), record, {b.decode() for b in blocked}
+
     def get_user(self, name: str) -> dict | None:
         raw = self._call(self.redis.hgetall, keys.user(name))
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None

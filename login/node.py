@@ -22,7 +22,7 @@ from gevent.pool import Pool
 from cluster import convs
 from cluster.codec import packb, unpackb
 from cluster.node import Node
-from dc.store import ModerationStore, Store, StoreUnavailable
+from dc.store import Store, StoreUnavailable
 from cluster import tokens
 
 BIND_TIMEOUT = 3.0
@@ -47,7 +47,6 @@ class LoginNode(Node):
         self.hasher = PasswordHasher(time_cost=conf.argon2_time_cost, memory_cost=conf.argon2_memory_kib,
                                      parallelism=conf.argon2_parallelism, type=Type.ID)
         self.store = Store.from_config(config, max_connections=64)
-        self.mod = ModerationStore(self.store)
         self.pool = Pool(MAX_LOGINS)
         self.binds: dict = {}
         self._bind_ids = itertools.count(1)
@@ -102,7 +101,7 @@ class LoginNode(Node):
 
     # -- login --------------------------------------------------------------------------
     def login(self, gate, req, rid, user, password, token, sid, *_) -> None:
-        record = self.authenticate(user, password, token)
+        record, blocked = self.authenticate(user, password, token)
         if record.get("ban"):
             raise Refused("auth_failed", f"this account is banned: {record['ban']}")
         self.bind(user, gate, sid)
@@ -112,8 +111,7 @@ class LoginNode(Node):
                 "convs": last, "ts": int(time.time() * 1000)}
         if rid is not None:
             body["rid"] = rid
-        blocked = sorted(self.mod.blocks(user))
-        self.bus.send(gate, "welcome", req, user, packb(body), replay, blocked)
+        self.bus.send(gate, "welcome", req, user, packb(body), replay, sorted(blocked))
 
     def resume(self, gate, req, rid, user, seen, *_) -> None:
         """After a center restart: what a session may have missed, above what it has."""
@@ -122,18 +120,19 @@ class LoginNode(Node):
         replay = [item for item in replay if unpackb(item[2]).get("from") != user]
         self.bus.send(gate, "resumed", req, replay)
 
-    def authenticate(self, user, password, token) -> dict:
+    def authenticate(self, user, password, token) -> tuple[dict, set]:
+        """(the user record, the users it blocked), or Refused."""
         conf = self.conf
         if not convs.valid_user(user):
             raise Refused("auth_failed", "wrong user name or password")
-        if self.store.failed_logins(user) >= conf.failed_logins:
+        failed, record, blocked = self.store.login_record(user)
+        if failed >= conf.failed_logins:
             raise Refused("rate_limited", "too many failed logins for this user; wait a minute")
-        record = self.store.get_user(user)
         reason = self.check_secret(record, user, password, token)
         if reason is not None:
             self.store.count_failed_login(user, conf.failed_window)
             raise Refused("auth_failed", reason)
-        return record
+        return record, blocked
 
     def check_secret(self, record, user, password, token) -> str | None:
         if record is None:

@@ -100,6 +100,24 @@ def test_token_lets_a_player_log_in_without_password(cluster, clients):
     assert missing.returncode != 0 and "no_such_user" in missing.stderr
 
 
+def test_token_only_accounts_log_in_by_token_never_by_password(cluster, clients):
+    names = [fresh("tok") for _ in range(3)]
+    assert admin(cluster, "/v1/users", {"users": names}) == {"created": 3, "existing": 0}
+    assert admin(cluster, "/v1/users", {"users": names[:1]}) == {"created": 0, "existing": 1}
+    token = admin(cluster, "/v1/token", {"user": names[0]})["token"]
+    c = clients.connect(gate=1)
+    assert c.login(names[0], token=token)["user"] == names[0]
+    other = clients.connect(gate=0)
+    for password in ("!", "password1", ""):
+        reply = other.request("login", user=names[1], password=password)
+        assert (reply["t"], reply["code"]) == ("error", "auth_failed"), reply
+    taken = clients.connect(gate=0).request("register", user=names[2], password="password1")
+    assert taken["code"] == "user_exists"
+    with pytest.raises(AdminFailed) as bad:
+        admin(cluster, "/v1/users", {"users": ["system"]})
+    assert "bad_name" in str(bad.value)
+
+
 def test_roster_creates_a_group_and_sets_its_members_exactly(cluster, clients):
     owner, a, b, c = (clients.user(gate=i % 2) for i in range(4))
     g = f"g:{fresh('guild')}"

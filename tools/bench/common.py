@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import socket
 import struct
@@ -191,10 +192,18 @@ class FrameCounter:
         self.need, self.head = 0, data[pos:end]
 
 
-def login_lean(sock, user: str, token: str, room: str | None = None) -> dict:
-    """Log in (and join) on a plain blocking socket; returns the welcome."""
+def login_lean(sock, user: str, token: str, room: str | None = None, tries: int = 30) -> dict:
+    """Log in (and join) on a plain blocking socket; returns the welcome. A login answered
+    ``unavailable`` (the login role is busy) is tried again after its retry_ms."""
     reader = FrameReader(1 << 21)
-    welcome = _request(sock, reader, {"t": "login", "rid": 1, "user": user, "token": token})
+    for attempt in range(tries):
+        try:
+            welcome = _request(sock, reader, {"t": "login", "rid": 1, "user": user, "token": token})
+            break
+        except ConnectionError as exc:
+            if "unavailable" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.5 + random.random() * min(5.0, 0.5 * attempt))
     if room:
         _request(sock, reader, {"t": "join", "rid": 2, "room": room})
     return welcome

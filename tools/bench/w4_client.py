@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import cluster  # noqa: F401  (gevent patching first)
 
-import random
 import sys
 
 import gevent
@@ -24,16 +23,8 @@ def open_session(cfg, addr, src, name):
     sock = gsocket.socket()
     sock.bind((src, 0))
     sock.connect(addr)
-    token = tokens.mint(cfg.cluster.secret, name, 86400)[0]
-    for attempt in range(30):
-        try:
-            login_lean(sock, name, token)
-            return sock
-        except ConnectionError as exc:
-            if "unavailable" not in str(exc):
-                raise
-            gevent.sleep(0.2 + random.random() * min(5.0, 0.5 * attempt))
-    raise ConnectionError(f"{name}: login stayed unavailable")
+    login_lean(sock, name, tokens.mint(cfg.cluster.secret, name, 86400)[0])
+    return sock
 
 
 def main(argv) -> int:
