@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cluster  # noqa: F401  (gevent patching first)
 
+import random
 import sys
 
 import gevent
@@ -19,12 +20,23 @@ from cluster.codec import encode_frame
 from tools.bench.common import login_lean
 
 
-def open_session(cfg, addr, src, name):
-    sock = gsocket.socket()
-    sock.bind((src, 0))
-    sock.connect(addr)
-    login_lean(sock, name, tokens.mint(cfg.cluster.secret, name, 86400)[0])
-    return sock
+def open_session(cfg, addr, src, name, attempts: int = 40):
+    """Connect and log in; a connection the gate closed (its 10 s log-in deadline passed
+    while login was busy) is opened again, as a game client would."""
+    token = tokens.mint(cfg.cluster.secret, name, 86400)[0]
+    for attempt in range(attempts):
+        sock = gsocket.socket()
+        try:
+            sock.bind((src, 0))
+            sock.connect(addr)
+            login_lean(sock, name, token, tries=15)
+            return sock
+        except OSError:
+            sock.close()
+            if attempt == attempts - 1:
+                raise
+            gevent.sleep(1.0 + random.random() * 2.0)
+    raise ConnectionError(f"{name}: no session")
 
 
 def main(argv) -> int:

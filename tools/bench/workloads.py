@@ -238,7 +238,7 @@ def bench_w4(args) -> int:
     total = args.size or 100000
     gates = max(args.gates, -(-total // 17000))
     args.gates = gates
-    per_gate = total // gates
+    per_gate = -(-total // gates)       # round up: at least `total` in all
     rows = _with_cluster(args, lambda c, t: w4_run(c, t, per_gate), per_gate * gates,
                          extra={"gate": {"max_connections": 19000}})
     print(f"\nW4 {per_gate * gates} idle sessions over {gates} gates")
