@@ -2,7 +2,6 @@
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,22 +13,12 @@ import yaml
 from cluster import config as config_mod
 from cluster import logfile
 from cluster.bus import Bus
+from harness import free_ports, poll_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_ROLES = {"gate1": "gate", "login1": "login", "center1": "center", "zone1": "zone",
               "dc1": "dc", "log1": "log"}
 TIMEOUT = 15.0
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def write_config(tmp_path, rotate_bytes=1 << 20, keep_files=20, queue_max=100000) -> str:
@@ -51,14 +40,7 @@ def body(**fields) -> bytes:
 
 def poll(check, timeout=TIMEOUT, what="condition"):
     """Call ``check`` until it returns something truthy or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return poll_for(check, timeout, what, interval=0.02)
 
 
 def tail_lines(cfg, **kwargs) -> list[str]:

@@ -33,6 +33,22 @@ def test_two_thousand_members_one_room_two_gates(cluster, clients):
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert soft >= MEMBERS + 500, f"the test needs {MEMBERS + 500} open files, the limit is {soft}"
     room = f"r:{fresh('arena')}"
+    members = join_members(cluster, clients, room)
+    before = admin(cluster, "/v1/stats")["counters"].get("rdlv", 0)
+    senders = members[:SENDERS]                 # members 0, 2 on gate1; 1, 3 on gate2
+    acked, first = send_and_check_acks(senders, room)
+    check_every_member_got_everything(members, room, acked, first)
+    # one rdlv per room message at center ...
+    wait_for(lambda: admin(cluster, "/v1/stats")["counters"].get("rdlv", 0) - before >= MESSAGES,
+             "center's rdlv counter", timeout=10)
+    assert admin(cluster, "/v1/stats")["counters"]["rdlv"] - before == MESSAGES
+    # ... and one frame to each gate: one `out` record per gate and message, for 1999 recipients
+    check_once_per_gate(cluster, room, senders, acked, first)
+    for p in members:
+        p.stop()
+
+
+def join_members(cluster, clients, room: str) -> list:
     members: list = [None] * MEMBERS
 
     def connect(i: int) -> None:
@@ -50,9 +66,11 @@ def test_two_thousand_members_one_room_two_gates(cluster, clients):
     assert all(members)
     wait_for(lambda: admin(cluster, "/v1/stats")["room_members"] == MEMBERS, f"{MEMBERS} members counted",
              timeout=30)
-    before = admin(cluster, "/v1/stats")["counters"].get("rdlv", 0)
+    return members
 
-    senders = members[:SENDERS]                 # members 0, 2 on gate1; 1, 3 on gate2
+
+def send_and_check_acks(senders, room: str) -> tuple[dict, int]:
+    """Every sender sends PER_SENDER messages; acks are gapless and in each sender's order."""
     for k in range(PER_SENDER):
         for s in senders:
             s.send(room, f"{s.user}:{k}")
@@ -64,7 +82,10 @@ def test_two_thousand_members_one_room_two_gates(cluster, clients):
     assert all_seqs == list(range(first, first + MESSAGES))          # gapless
     for seqs in acked.values():
         assert seqs == sorted(seqs)                                  # each sender's order kept
+    return acked, first
 
+
+def check_every_member_got_everything(members, room: str, acked: dict, first: int) -> None:
     def expected(p: Peer) -> int:
         return MESSAGES - len(acked.get(p.user, ()))
 
@@ -77,30 +98,28 @@ def test_two_thousand_members_one_room_two_gates(cluster, clients):
         assert got == want, f"{p.user}: {len(got)} msgs, first differences at " \
                             f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want))}"
 
-    # one rdlv per room message at center ...
-    wait_for(lambda: admin(cluster, "/v1/stats")["counters"].get("rdlv", 0) - before >= MESSAGES,
-             "center's rdlv counter", timeout=10)
-    assert admin(cluster, "/v1/stats")["counters"]["rdlv"] - before == MESSAGES
-    # ... and one frame to each gate: one `out` record per gate and message, for 1999 recipients
+
+def fanout_records(cluster, room: str) -> dict:
+    """seq -> [(gate, recipient count)] from the gates' `out` records of room messages."""
+    found = collections.defaultdict(list)
+    for rec in log_records(cluster, "out"):
+        sid, _user, body, count = (list(rec.fields) + [None] * 4)[:4]
+        if sid is not None or not isinstance(body, bytes):
+            continue
+        try:
+            msg = msgpack.unpackb(body, raw=False)
+        except Exception:
+            continue
+        if isinstance(msg, dict) and msg.get("conv") == room:
+            found[msg["seq"]].append((rec.node, count))
+    return found
+
+
+def check_once_per_gate(cluster, room: str, senders, acked: dict, first: int) -> None:
     per_gate = {"gate1": MEMBERS // 2, "gate2": MEMBERS // 2}
-
-    def fanout() -> dict:
-        found = collections.defaultdict(list)
-        for rec in log_records(cluster, "out"):
-            sid, _user, body, count = (list(rec.fields) + [None] * 4)[:4]
-            if sid is not None or not isinstance(body, bytes):
-                continue
-            try:
-                msg = msgpack.unpackb(body, raw=False)
-            except Exception:
-                continue
-            if isinstance(msg, dict) and msg.get("conv") == room:
-                found[msg["seq"]].append((rec.node, count))
-        return found
-
-    wait_for(lambda: sum(len(v) for v in fanout().values()) >= 2 * MESSAGES, "2 out records per message",
-             timeout=30, interval=0.5)
-    found = fanout()
+    wait_for(lambda: sum(len(v) for v in fanout_records(cluster, room).values()) >= 2 * MESSAGES,
+             "2 out records per message", timeout=30, interval=0.5)
+    found = fanout_records(cluster, room)
     assert sorted(found) == list(range(first, first + MESSAGES))
     sender_gate = {s.user: ("gate1", "gate2")[i % 2] for i, s in enumerate(senders)}
     seq_sender = {q: u for u, v in acked.items() for q in v}
@@ -110,5 +129,3 @@ def test_two_thousand_members_one_room_two_gates(cluster, clients):
         assert sum(counts.values()) == MEMBERS - 1, (seq, records)
         for gate, count in counts.items():
             assert count == per_gate[gate] - (gate == sender_gate[seq_sender[seq]]), (seq, records)
-    for p in members:
-        p.stop()
