@@ -20,6 +20,7 @@ import redis
 from cluster.codec import MAX_SERVER_FRAME, FrameReader, encode_frame, unpackb
 from cluster.convs import dm
 from dc import keys
+from harness import poll_for
 
 PASSWORD = "password-123"
 WAIT = 10.0          # seconds any single expected reply or push may take
@@ -239,3 +240,11 @@ def stored_records(r: redis.Redis, conv: str) -> dict[int, dict]:
 
 def frame_with_length(n: int, body: bytes) -> bytes:
     return struct.pack(">I", n) + body
+
+
+def resend_until_acked(conn: Raw, conv: str, cid: str, body, timeout: float, interval: float) -> dict:
+    """Send the same cid again until it is acked (a client retrying after `unavailable`)."""
+    def attempt():
+        reply = conn.send(conv, body, cid=cid)
+        return reply if reply["t"] == "ack" else None
+    return poll_for(attempt, timeout, f"an ack for {cid}", interval=interval)

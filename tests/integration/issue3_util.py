@@ -8,6 +8,7 @@ tests judge the server by what it put on the wire, not by what the client repair
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import socket
@@ -404,3 +405,19 @@ def vm_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def out_records_of(cluster, conv: str) -> dict:
+    """{seq: [(gate, recipients), ...]} from the gates' ``out`` records of room deliveries."""
+    found = collections.defaultdict(list)
+    for rec in log_records(cluster, "out"):
+        sid, _user, body, count = (list(rec.fields) + [None] * 4)[:4]
+        if sid is not None or not isinstance(body, bytes):
+            continue
+        try:
+            msg = msgpack.unpackb(body, raw=False)
+        except Exception:
+            continue
+        if isinstance(msg, dict) and msg.get("conv") == conv:
+            found[msg["seq"]].append((rec.node, count))
+    return found

@@ -18,6 +18,7 @@ import pytest
 from cluster.codec import encode_frame, packb
 from cluster.convs import dm
 from dc import keys
+import dmkit
 from dmkit import Raw, Users, pair, redis_client, register, stored_records, stored_seqs
 from harness import poll_for
 
@@ -329,10 +330,7 @@ class StoppedRedis:
 
 
 def resend_until_acked(conn: Raw, conv: str, cid: str, body, timeout: float = 20) -> dict:
-    def attempt():
-        reply = conn.send(conv, body, cid=cid)
-        return reply if reply["t"] == "ack" else None
-    return poll_for(attempt, timeout, f"an ack for {cid}", interval=0.5)
+    return dmkit.resend_until_acked(conn, conv, cid, body, timeout, interval=0.5)
 
 
 def test_unavailable_while_the_store_is_down_then_a_resend_stores_one_copy(gcluster, r):

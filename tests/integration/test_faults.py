@@ -17,6 +17,7 @@ import pytest
 from cluster.client import Client, ClientError
 from cluster.convs import dm
 from cluster.slots import SlotTable
+import dmkit
 from dmkit import PASSWORD, Raw, Users, pair, redis_client, register, stored_records, stored_seqs
 from harness import poll_for, zonechat
 
@@ -45,10 +46,7 @@ def replay_after_login(users: Users, user: str, conv: str, gate: int = 0, **logi
 
 
 def resend_until_acked(conn: Raw, conv: str, cid: str, body, timeout: float = 30) -> dict:
-    def attempt():
-        reply = conn.send(conv, body, cid=cid)
-        return reply if reply["t"] == "ack" else None
-    return poll_for(attempt, timeout, f"an ack for {cid}", interval=0.3)
+    return dmkit.resend_until_acked(conn, conv, cid, body, timeout, interval=0.3)
 
 
 def msgs(bodies, conv):

@@ -11,15 +11,13 @@ Marked ``scale``: about a minute on 2 cores (deselect with ``-m "not scale"``).
 """
 from __future__ import annotations
 
-import collections
 import resource
 
 import gevent
-import msgpack
 import pytest
 from gevent.pool import Pool
 
-from issue3_util import (Peer, admin, clients, fresh, log_records, wait_for)  # noqa: F401
+from issue3_util import Peer, admin, clients, fresh, out_records_of, wait_for  # noqa: F401
 
 MEMBERS = 2000
 SENDERS = 4                      # members too: two on each gate
@@ -99,27 +97,11 @@ def check_every_member_got_everything(members, room: str, acked: dict, first: in
                             f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want))}"
 
 
-def fanout_records(cluster, room: str) -> dict:
-    """seq -> [(gate, recipient count)] from the gates' `out` records of room messages."""
-    found = collections.defaultdict(list)
-    for rec in log_records(cluster, "out"):
-        sid, _user, body, count = (list(rec.fields) + [None] * 4)[:4]
-        if sid is not None or not isinstance(body, bytes):
-            continue
-        try:
-            msg = msgpack.unpackb(body, raw=False)
-        except Exception:
-            continue
-        if isinstance(msg, dict) and msg.get("conv") == room:
-            found[msg["seq"]].append((rec.node, count))
-    return found
-
-
 def check_once_per_gate(cluster, room: str, senders, acked: dict, first: int) -> None:
     per_gate = {"gate1": MEMBERS // 2, "gate2": MEMBERS // 2}
-    wait_for(lambda: sum(len(v) for v in fanout_records(cluster, room).values()) >= 2 * MESSAGES,
+    wait_for(lambda: sum(len(v) for v in out_records_of(cluster, room).values()) >= 2 * MESSAGES,
              "2 out records per message", timeout=30, interval=0.5)
-    found = fanout_records(cluster, room)
+    found = out_records_of(cluster, room)
     assert sorted(found) == list(range(first, first + MESSAGES))
     sender_gate = {s.user: ("gate1", "gate2")[i % 2] for i, s in enumerate(senders)}
     seq_sender = {q: u for u, v in acked.items() for q in v}

@@ -16,11 +16,11 @@ import os
 import signal
 
 import gevent
-import msgpack
 import pytest
 
 from cluster.slots import SlotTable
-from issue3_util import (clients, expect_error, expect_ok, fresh, log_records, rx_queued,  # noqa: F401
+from issue3_util import (clients, expect_error, expect_ok, fresh, out_records_of,  # noqa: F401
+                         rx_queued,
                          wait_for, zone_names)
 
 HISTORY = 60
@@ -303,22 +303,6 @@ def test_room_info_counts_members_across_gates(clients):
 
 
 # -- fan-out once per gate ----------------------------------------------------------------------
-def out_records_of(cluster, conv: str) -> dict:
-    """{seq: [(gate, recipients), ...]} from the gates' ``out`` records of room deliveries."""
-    found = collections.defaultdict(list)
-    for rec in log_records(cluster, "out"):
-        sid, _user, body, count = (rec.fields + [None] * 4)[:4]
-        if sid is not None or not isinstance(body, bytes):
-            continue
-        try:
-            msg = msgpack.unpackb(body, raw=False)
-        except Exception:
-            continue
-        if isinstance(msg, dict) and msg.get("conv") == conv:
-            found[msg["seq"]].append((rec.node, count))
-    return found
-
-
 def test_room_message_is_fanned_out_once_per_gate_with_members(cluster, clients):
     r = room()
     on1 = [clients.user(gate=0) for _ in range(3)]
