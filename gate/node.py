@@ -14,8 +14,6 @@ import time
 
 import gevent
 from gevent.pool import Pool
-from gevent.server import StreamServer
-from gevent import socket as gsocket
 
 from cluster.codec import ProtocolError, decode_body, packb, unpackb
 from cluster.node import Node
@@ -26,10 +24,10 @@ from gate.http import WebServer
 from gate.delivery import Delivery
 from gate.rooms import Rooms
 from gate.session import Session
+from gate.tcp import TcpFront
 
 SWEEP_EVERY = 0.2
 RETRY_MS = 1000
-READ_SIZE = 65536
 SLOW_GOODBYE = 10.0      # seconds a slow session gets to read its last frames and kicked{slow}
 REDACT = {"password", "token"}
 
@@ -65,11 +63,10 @@ class GateNode(Delivery, Node):
                          ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv),
                          ("resumed", self.on_resumed)):
             self.bus.on(kind, fn)
-        self.server = StreamServer((self.spec.host, self.spec.tcp_port), self.handle,
-                                   spawn=Pool(self.conf.max_connections), backlog=4096)
+        self.server = TcpFront(self, self.spec.host, self.spec.tcp_port)
         self.server.start()
         if self.spec.ws_port is not None:
-            self.web = WebServer(self, self.server.pool)
+            self.web = WebServer(self, Pool(self.conf.max_connections))
             self.web.start()
         self.spawn(self.deadline_worker)
         gate_stats.start(self)
@@ -78,7 +75,7 @@ class GateNode(Delivery, Node):
 
     def shutdown(self) -> None:
         if self.server is not None:
-            self.server.close()         # not stop(): it kills the handlers before the kicks
+            self.server.close()         # no new connections; the open ones get their kick
         if self.web is not None:
             self.web.close()
         body = packb({"t": "kicked", "reason": "shutdown"})
@@ -110,50 +107,19 @@ class GateNode(Delivery, Node):
     def zone_of(self, conv: str) -> str:
         return self.table.zone_of(conv)
 
-    # -- the connection -----------------------------------------------------------------
-    def handle(self, sock, peer) -> None:
-        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        sid = self.new_id()
-        s = Session(sid, sock, peer, self.conf, self.kick_slow)
-        self.sessions[sid] = s
-        try:
-            self.read_loop(s)
-            if s.closing:               # error/kicked out first: the server closes the socket
-                s.flush_blocking(timeout=1.0)       # as soon as this handler returns
-        finally:
-            self.close_session(s)
+    # -- the connection (read by gate/tcp.py, or gate/ws.py for WebSocket) ---------------
+    def open_session(self, sock, peer) -> Session:
+        s = Session(self.new_id(), sock, peer, self.conf, self.kick_slow)
+        s.on_close = self.close_session
+        self.sessions[s.sid] = s
+        return s
 
-    def read_loop(self, s: Session) -> None:
-        sock = s.sock
-        login_by = time.monotonic() + self.conf.login_timeout
-        last_rx = time.monotonic()
-        while not s.closing and not s.closed:
-            left = self._read_timeout(s, login_by, last_rx)
-            if left <= 0:
-                self.kick(s, "idle")
-                return
-            sock.settimeout(left)
-            try:
-                data = sock.recv(READ_SIZE)
-            except gsocket.timeout:
-                continue            # the loop decides: kick, or logged in meanwhile
-            except OSError:
-                return
-            if not data:
-                return
-            last_rx = time.monotonic()
-            if not self.ingest(s, data):
-                return
-            if len(data) == READ_SIZE:
-                gevent.sleep(0)      # a flooding client must not starve the others
-
-    def _read_timeout(self, s: Session, login_by: float, last_rx: float) -> float:
+    def time_left(self, s: Session, now: float) -> float:
         """Seconds left: to log in (a deadline from connect, not reset by pings), or of
         silence once logged in or while a login is being answered."""
-        now = time.monotonic()
         if s.user is None and s.pending_user is None:
-            return max(0.0, login_by - now)
-        return max(0.0, last_rx + self.conf.idle_timeout - now)
+            return s.login_by - now
+        return s.last_rx + self.conf.idle_timeout - now
 
     def ingest(self, s: Session, data: bytes) -> bool:
         try:
@@ -238,9 +204,14 @@ class GateNode(Delivery, Node):
         s.abort()
 
     def close_session(self, s: Session) -> None:
+        """End a session once (its abort calls this again, a no-op then)."""
+        if self.sessions.pop(s.sid, None) is None:
+            s.abort()
+            return
         s.abort()
-        if self.sessions.pop(s.sid, None) is not None:
-            self.closed_dropped += s.dropped
+        self.closed_dropped += s.dropped
+        if self.server is not None:
+            self.server.room_freed()
         self.rooms.leave_all(s)
         if s.pending_user and self.logging_in.get(s.pending_user) is s:
             del self.logging_in[s.pending_user]
@@ -270,6 +241,7 @@ class GateNode(Delivery, Node):
         """Requests with no reply by their deadline answer ``unavailable``."""
         while True:
             gevent.sleep(SWEEP_EVERY)
+            self.server.sweep()
             now = time.monotonic()
             while self.deadlines and self.deadlines[0][0] <= now:
                 _, req = heapq.heappop(self.deadlines)

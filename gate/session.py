@@ -64,6 +64,7 @@ class Session:
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "limit", "on_slow", "rooms", "json",
         "live", "live_bytes", "dropped", "room_hold", "blocked", "head_left", "room_floor",
+        "watcher", "on_close", "login_by", "last_rx",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
@@ -97,6 +98,9 @@ class Session:
         self.blocked: set = set()
         self.head_left = 0            # bytes of a partly sent frame at the head of `out`
         self.room_floor: dict = {}    # room -> joined.last_seq until a later seq arrives
+        self.watcher = None           # TCP: the libev read watcher (gate/tcp.py)
+        self.on_close = None          # called once the socket is closed
+        self.login_by = self.last_rx = 0.0
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:
@@ -236,14 +240,19 @@ class Session:
         self.live_bytes = 0
 
     def abort(self) -> None:
-        """Close the socket now; the read loop notices and cleans up."""
+        """Close the socket now (its read watcher first) and tell the gate."""
         if self.closed:
             return
         self.closed = True
         self.out = []
         self.out_bytes = 0
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         try:
             self.sock.shutdown(gsocket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
+        if self.on_close is not None:
+            self.on_close(self)
