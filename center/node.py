@@ -26,6 +26,7 @@ ADMIN_WAIT = 5.0
 
 class CenterNode(Node):
     role = "center"
+    inline_inbox = True
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

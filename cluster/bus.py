@@ -19,6 +19,7 @@ import time
 
 import gevent
 import msgpack
+import zmq as zmq_plain
 import zmq.green as zmq
 
 from cluster.codec import packb
@@ -31,8 +32,9 @@ LOG_KIND = "rec"
 
 
 class Bus:
-    def __init__(self, config, node_name: str):
+    def __init__(self, config, node_name: str, inline: bool = False):
         self.config = config
+        self.inline = inline
         self.name = node_name
         self.hwm = config.bus.hwm
         self.ctx = zmq.Context.instance()
@@ -48,6 +50,9 @@ class Bus:
         self._records: list = []
         self._records_timer = None
         self._inbox = None
+        self._inbox_ctx = None
+        self._watcher = None
+        self._drain_again = None
         self._log_node = next(iter(n.name for n in config.nodes_of("log")), None)
         self._log_max = config.log.queue_max
         self.raw_handler = None
@@ -62,8 +67,12 @@ class Bus:
         self.raw_handler = handler
 
     def bind(self) -> str:
+        """Bind the inbox. ``inline``: it is read by ``watch`` (a plain pyzmq socket in a
+        context of its own, so no zmq.green watcher runs beside ours)."""
         spec = self.config.node(self.name)
-        sock = self.ctx.socket(zmq.PULL)
+        if self.inline:
+            self._inbox_ctx = zmq_plain.Context(1)
+        sock = (self._inbox_ctx or self.ctx).socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, self.hwm)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(spec.bus_addr)
@@ -159,6 +168,27 @@ class Bus:
                 self._dispatch((frame,))
             gevent.sleep(0)
 
+    def watch(self) -> None:
+        """Read the inbox from a libev watcher on its ZMQ_FD and run the handlers in the
+        hub, without a greenlet switch per batch: for roles whose handlers never block
+        (gate, zone, center). The FD only signals after a receive met EAGAIN, so a drain
+        that stops at ``RECV_BATCH`` schedules the next one itself."""
+        loop = gevent.get_hub().loop
+        self._watcher = loop.io(self._inbox.getsockopt(zmq.FD), 1)
+        self._watcher.start(self._drain)
+        self._drain_again = loop.run_callback(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_again = None
+        sock = self._inbox
+        for _ in range(RECV_BATCH):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._dispatch((frame,))
+        self._drain_again = gevent.get_hub().loop.run_callback(self._drain)
+
     def _dispatch(self, frames) -> None:
         for frame in frames:
             try:
@@ -193,5 +223,11 @@ class Bus:
         self.flush()
         for sock in self._peers.values():
             sock.close()
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._drain_again is not None:
+            self._drain_again.stop()
         if self._inbox is not None:
             self._inbox.close(linger=0)
+        if self._inbox_ctx is not None:
+            self._inbox_ctx.term()

@@ -29,13 +29,14 @@ class Node:
     """Base of every role: owns a bus, a group of linked greenlets and the stop event."""
 
     role = "node"
+    inline_inbox = False    # True: handlers never block, so they run in the hub (Bus.watch)
 
     def __init__(self, config, spec):
         self.config = config
         self.spec = spec
         self.name = spec.name
         self.log = logging.getLogger(f"zonechat.{self.role}.{self.name}")
-        self.bus = Bus(config, spec.name)
+        self.bus = Bus(config, spec.name, inline=self.inline_inbox)
         self.greenlets = Group()
         self.stopped = Event()
         self.exit_code = 0
@@ -63,7 +64,10 @@ class Node:
 
     def start(self) -> str:
         addr = self.setup()
-        self.spawn(self.bus.serve, name="inbox_listener")
+        if self.inline_inbox:
+            self.bus.watch()
+        else:
+            self.spawn(self.bus.serve, name="inbox_listener")
         return addr
 
     def stop(self) -> None:

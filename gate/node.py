@@ -34,6 +34,7 @@ REDACT = {"password", "token"}
 
 class GateNode(Delivery, Node):
     role = "gate"
+    inline_inbox = True
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

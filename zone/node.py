@@ -33,6 +33,7 @@ REDELIVER_WINDOW_MS = 15000   # a resend within this of the original may follow 
 
 class ZoneNode(Node):
     role = "zone"
+    inline_inbox = True
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
