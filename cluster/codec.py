@@ -30,8 +30,14 @@ class ProtocolError(Exception):
         self.frames = frames or []
 
 
+# msgpack.packb builds a Packer per call (half its cost for a small envelope); one Packer
+# keeps no state between calls (autoreset). Called from the gevent thread only: worker
+# threads (argon2, log writes) never encode.
+_PACK = msgpack.Packer(use_bin_type=True).pack
+
+
 def packb(obj) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return _PACK(obj)
 
 
 def unpackb(data: bytes):

@@ -11,6 +11,7 @@ logged and ends the process with exit code 1, so the supervisor restarts it.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -21,6 +22,12 @@ from gevent.pool import Group
 
 from cluster import config as config_mod
 from cluster.bus import Bus
+
+# Cyclic GC: young collections every 10,000 net allocations instead of 700 (a hot role
+# allocates per message and frees nearly all of it by refcount; a native profile of a
+# gate at 6,000 DMs/s put ~5% of it in the collector), and what setup built is frozen
+# out of every later collection.
+GC_THRESHOLDS = (10000, 20, 20)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -111,6 +118,8 @@ def main(role: str, factory, argv=None) -> None:
         sys.exit(2)
     node = factory(cfg, spec)
     addr = node.start()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, node.stop)
     node.log.info("%s %s ready on %s", role, spec.name, addr)

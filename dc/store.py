@@ -369,8 +369,14 @@ class ModerationStore:
             self.store._call(self.redis.hdel, keys.user(user), "ban")
         return True
 
-    def blocks(self, user: str) -> set:
-        return {m.decode() for m in self.store._call(self.redis.smembers, keys.blocks(user))}
+    def blocks_many(self, users: list) -> dict:
+        """{user: set of users they block}, one pipeline for all."""
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.smembers(keys.blocks(user))
+            return pipe.execute()
+        return {u: {m.decode() for m in got} for u, got in zip(users, self.store._call(run))}
 
     def set_block(self, user: str, other: str, on: bool) -> None:
         fn = self.redis.sadd if on else self.redis.srem

@@ -49,13 +49,18 @@ class Moderation:
         if until and until > now_ms:
             raise Refused("muted", "you are muted", until=until)
 
-    def is_blocked(self, sender: str, recipient: str) -> bool:
-        blocked = self.blocks.get(recipient)
-        if blocked is None:
-            blocked = self.blocks[recipient] = self.db.blocks(recipient)
+    def load_blocks(self, users) -> None:
+        """Cache the block lists of these users, one round trip for those not cached."""
+        missing = list({u for u in users if u not in self.blocks})
+        if missing:
+            self.blocks.update(self.db.blocks_many(missing))
             while len(self.blocks) > BLOCK_MEMORY:
                 self.blocks.popitem(last=False)
-        return sender in blocked
+
+    def is_blocked(self, sender: str, recipient: str) -> bool:
+        if recipient not in self.blocks:
+            self.load_blocks([recipient])
+        return sender in self.blocks[recipient]
 
     def check_room(self, room: str, user: str, body: bytes, now_ms: int) -> None:
         mode = self.rooms.get(room)

@@ -176,6 +176,7 @@ class ZoneNode(Node):
         now_ms = int(time.time() * 1000)
         sends = [r for r in sends if r.deadline >= now_ms]   # the gate answers the rest
         self.learn_users(self.conv_users(sends))
+        self.mod.load_blocks(u for u in self.conv_users(sends) if u in self.known_users)
         over = [(r.conv, r.user, r.cid) for r in sends
                 if r.over_rate or self.mod.rooms.get(r.conv) or self.blocked(r)]
         acked = self.store.dedup_hits(over) if over else {}
