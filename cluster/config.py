@@ -42,6 +42,7 @@ class RedisConf:
 class BusConf:
     hwm: int = 100000
     flush_window: float = 0.002
+    direct_dlv_gates: int = 8
 
 
 @dataclass(frozen=True)

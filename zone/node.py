@@ -44,6 +44,7 @@ class ZoneNode(Node):
         self.mod = Moderation(self.store)
         self.words = WordFilter(config.moderation.word_filter, config.moderation.filter_action)
         self.center = config.nodes_of("center")[0].name
+        self.dlv_peers = self.delivery_peers(config)
         self.queue: list = []
         self.wake = Event()
         self.known_users: set = set()
@@ -67,6 +68,16 @@ class ZoneNode(Node):
         """This zone's report to center's operator view (``cluster/stats.py``)."""
         return {"slots": len(self.table.slots_of(self.name)), "stored": self.stored,
                 "errors": dict(self.errors), "queue": len(self.queue), **bus_counters(self.bus)}
+
+    @staticmethod
+    def delivery_peers(config) -> list:
+        """Where DM and group deliveries go: every gate when there are few (one hop, no
+        presence needed: each gate keeps its own users'), else center, which sends each
+        gate only the recipients it holds."""
+        gates = [n.name for n in config.nodes_of("gate")]
+        if len(gates) <= config.bus.direct_dlv_gates:
+            return gates
+        return [config.nodes_of("center")[0].name]
 
     def shutdown(self) -> None:
         self.store.close()
@@ -255,7 +266,9 @@ class ZoneNode(Node):
         if convs.is_durable(r.conv):
             users = self.recipients(r)
             if users:
-                self.bus.send(self.center, "dlv", users, r.conv, seq, record)
+                envelope = packb(["dlv", users, r.conv, seq, record])
+                for peer in self.dlv_peers:
+                    self.bus.send_packed(peer, envelope)
         else:
             self.bus.send(self.center, "rdlv", r.conv, seq, record, r.user)
 

@@ -5,6 +5,7 @@ Default config, one module cluster, fresh users per test. ``dmkit.Raw`` shows ev
 the server sends, so a missing, duplicated or echoed push is seen as it is.
 """
 import os
+import signal
 import time
 import uuid
 
@@ -258,3 +259,22 @@ def test_log_files_never_hold_a_token(cluster):
         data = log_files_bytes(cluster)
         for token in (a.welcome["token"], b.welcome["token"], token_again.welcome["token"]):
             assert token.rsplit(".", 1)[1].encode() not in data
+
+
+def test_through_center_when_gates_exceed_direct_dlv_gates(start_cluster):
+    """``bus.direct_dlv_gates: 0``: deliveries go zone -> center -> the recipient's gate,
+    so a stopped center holds a DM back (acked, not pushed) and lets it go when resumed."""
+    cluster = start_cluster({"bus": {"direct_dlv_gates": 0}})
+    with Users(cluster) as users:
+        a, b, conv = pair(users, (0, 1))
+        assert a.send(conv, "routed")["seq"] == 1
+        assert b.expect("msg", conv=conv)["seq"] == 1
+        center = cluster.pid("center1")
+        os.kill(center, signal.SIGSTOP)
+        try:
+            held = a.send(conv, "held by center")
+            assert no_msgs(b, quiet=1.0) == []
+        finally:
+            os.kill(center, signal.SIGCONT)
+        got = b.expect("msg", conv=conv, seq=held["seq"])
+        assert (got["cid"], got["body"]) == (held["cid"], "held by center")

@@ -63,8 +63,10 @@ def test_zone_sigkill_mid_traffic_resend_gets_acks_no_duplicates_no_gaps(fcluste
         zone = zone_of(fcluster, conv)
         cids = [f"z-{i}" for i in range(n)]
         rids, old_pid = [], None
-        for i, cid in enumerate(cids):                 # ~200 sends/s, the zone dies at the 60th
-            if i == kill_at:
+        for i, cid in enumerate(cids):      # ~200 sends/s; the zone stops at the 60th, so
+            if i == kill_at:                 # the next 20 wait in its socket, and dies with them
+                os.kill(fcluster.pid(zone), signal.SIGSTOP)
+            if i == kill_at + 20:
                 old_pid = fcluster.kill(zone)
             rids.append(a.begin("send", conv=conv, cid=cid, body=i))
             time.sleep(0.005)
@@ -202,6 +204,20 @@ def test_unavailable_comes_within_request_timeout(fcluster):
 
 
 # -- center restarts ------------------------------------------------------------------------------
+def test_dms_and_group_messages_flow_while_center_is_stopped(fcluster):
+    """With few gates (bus.direct_dlv_gates) a zone sends deliveries to the gates itself:
+    a stalled center delays no DM or group message."""
+    with Users(fcluster) as users:
+        a, b, conv = pair(users, (0, 1))
+        group = f"g:{dmkit.fresh('ctr')}"
+        assert a.request("group_create", group=group, members=[b.user])["t"] == "ok"
+        with Stopped(fcluster, "center1"):
+            dm_ack = a.send(conv, "center is stopped")
+            assert b.expect("msg", conv=conv, seq=dm_ack["seq"], timeout=5)["cid"] == dm_ack["cid"]
+            group_ack = b.send(group, "to the group")
+            assert a.expect("msg", conv=group, seq=group_ack["seq"], timeout=5)["from"] == b.user
+
+
 def test_center_restart_keeps_connections_and_dms_flow(fcluster):
     with Users(fcluster) as users:
         a, b, conv = pair(users, (0, 1))
