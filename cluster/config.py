@@ -42,6 +42,7 @@ class RedisConf:
 class BusConf:
     hwm: int = 100000
     flush_window: float = 0.002
+    tick_window: float = 0.005
     direct_dlv_gates: int = 8
 
 

@@ -28,6 +28,7 @@ from cluster import config as config_mod
 from zone.moderation import Moderation, WordFilter
 
 MAX_BATCH = 2000
+TICK_FULL = 8            # requests in a tick that earn the next tick the whole tick_window
 REDELIVER_WINDOW_MS = 15000   # a resend within this of the original may follow a crash
 
 
@@ -102,14 +103,19 @@ class ZoneNode(Node):
         self.wake.set()
 
     def tick_worker(self) -> None:
-        """One batch per tick, at most one tick per ``bus.flush_window``: under load the
-        batches (and the single store call each makes) grow instead of the tick count."""
-        window = self.config.bus.flush_window
+        """One batch per tick. The pause between ticks follows the load: after a tick of
+        n requests the next waits n/TICK_FULL of ``bus.tick_window`` (all of it from
+        TICK_FULL up), so a lone request is stored at once and under load the batches
+        (and the single store call each makes) grow instead of the tick count."""
+        window = self.config.bus.tick_window
+        last = 0
         while True:
             self.wake.wait()
             self.wake.clear()
-            gevent.sleep(max(0.0, self._last_tick + window - time.monotonic()))
+            pause = window * min(1.0, last / TICK_FULL)
+            gevent.sleep(max(0.0, self._last_tick + pause - time.monotonic()))
             self._last_tick = time.monotonic()
+            last = len(self.queue)
             while self.queue:
                 batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
                 for kind, run in itertools.groupby(batch, type):
