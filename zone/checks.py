@@ -22,6 +22,7 @@ class SendReq:
     over_rate: bool
     deadline: int        # ms since epoch; past it the gate has answered unavailable
     prefix: bytes = b""
+    pair: tuple = ()     # a DM's two users, parsed once per request (zone.handle_sends)
 
 
 @dataclass(slots=True)
@@ -69,3 +70,4 @@ class PostReq:
     over_rate: bool = False
     deadline: int = 2 ** 62
     prefix: bytes = b""
+    pair: tuple = ()

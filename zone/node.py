@@ -168,32 +168,37 @@ class ZoneNode(Node):
             raise Refused("unavailable", "conversation moved; retry")
         kind = convs.kind(r.conv)
         if kind == "d":
-            for u in convs.dm_users(r.conv):
+            pair = convs.dm_users(r.conv)
+            for u in pair:
                 if u not in self.known_users:
                     raise Refused("bad_conv", f"no user named {u}")
-            if r.user not in convs.dm_users(r.conv) and r.user != "system":
+            if r.user not in pair and r.user != "system":
                 raise Refused("not_member", f"you are not in {r.conv}")
         elif kind == "g" and r.user != "system" and not self.groups.is_member(r.conv, r.user):
             raise Refused("not_member", f"you are not a member of {r.conv}")
 
     def blocked(self, r) -> bool:
         """A DM to a user who blocked the sender."""
-        if not r.conv.startswith("d:") or r.user == "system":
+        if not r.pair or r.user == "system":
             return False
-        a, b = convs.dm_users(r.conv)
+        a, b = r.pair
         return r.user in (a, b) and self.mod.is_blocked(r.user, b if r.user == a else a)
 
     def recipients(self, r) -> list:
-        if r.conv.startswith("d:"):
-            return [u for u in convs.dm_users(r.conv) if u != r.user]
+        if r.pair:
+            return [u for u in r.pair if u != r.user]
         return [u for u in self.groups.members(r.conv) if u != r.user]
 
     # -- sends ----------------------------------------------------------------------------
     def handle_sends(self, sends) -> None:
         now_ms = int(time.time() * 1000)
         sends = [r for r in sends if r.deadline >= now_ms]   # the gate answers the rest
-        self.learn_users(self.conv_users(sends))
-        self.mod.load_blocks(u for u in self.conv_users(sends) if u in self.known_users)
+        for r in sends:
+            if r.conv.startswith("d:"):
+                r.pair = convs.dm_users(r.conv)
+        users = {u for r in sends for u in r.pair}
+        self.learn_users(users)
+        self.mod.load_blocks(users & self.known_users)
         over = [(r.conv, r.user, r.cid) for r in sends
                 if r.over_rate or self.mod.rooms.get(r.conv) or self.blocked(r)]
         acked = self.store.dedup_hits(over) if over else {}
@@ -261,7 +266,7 @@ class ZoneNode(Node):
                 self.deliver(r, seq, record, log=False)
 
     def index_of(self, r) -> str:
-        return " ".join(convs.dm_users(r.conv)) if r.conv.startswith("d:") else ""
+        return " ".join(r.pair)
 
     def cap_of(self, conv: str) -> int:
         return 0 if convs.is_durable(conv) else self.chat.room_history
