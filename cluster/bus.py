@@ -29,6 +29,7 @@ log = logging.getLogger("zonechat.bus")
 RECV_BATCH = 64            # batches handled before yielding to other greenlets
 LOG_FLUSH = 0.02           # seconds: records wait this long to travel in bigger batches
 LOG_KIND = "rec"
+LOG_BATCH_KIND = "recs"
 
 
 class Bus:
@@ -63,7 +64,8 @@ class Bus:
         self.handlers[kind] = handler
 
     def on_raw(self, handler) -> None:
-        """Give every envelope to ``handler(raw_bytes)`` undecoded (the log role)."""
+        """Give every batch to ``handler([raw_bytes, ...])``, its envelopes undecoded (the
+        log role)."""
         self.raw_handler = handler
 
     def bind(self) -> str:
@@ -103,25 +105,30 @@ class Bus:
         batch.append(envelope)
         self._schedule()
 
-    def record(self, *fields) -> None:
-        """Queue a traffic/audit record for the log role; never blocks, drops are counted."""
+    def record(self, kind: str, *fields) -> None:
+        """Queue a traffic/audit record for the log role; never blocks, drops are counted.
+        ``stats`` records travel alone (the log role reads their counters); the others
+        go as one ``recs`` envelope per LOG_FLUSH, encoded once, in one piece."""
         if self._log_node is None:
             return
         if len(self._records) >= self._log_max:
             self.log_drops += 1
             return
-        self._records.append(packb([LOG_KIND, int(time.time() * 1000), self.name, *fields]))
+        if kind == "stats":
+            self._send_batch(self._log_node, [packb([LOG_KIND, int(time.time() * 1000), self.name, kind, *fields])])
+            return
+        self._records.append([int(time.time() * 1000), kind, *fields])
         if self._records_timer is None:
             self._records_timer = gevent.get_hub().loop.timer(LOG_FLUSH)
-            self._records_timer.start(self._flush_records)
+            self._records_timer.start(self.flush_records)
 
-    def _flush_records(self) -> None:
+    def flush_records(self) -> None:
         """Records are not urgent: one batch per LOG_FLUSH keeps the log role's wake-ups
         (and this node's sends) few whatever the message rate."""
         self._records_timer = None
         records, self._records = self._records, []
         if records:
-            self._send_batch(self._log_node, records)
+            self._send_batch(self._log_node, [packb([LOG_BATCH_KIND, len(records), self.name, records])])
 
     def _schedule(self) -> None:
         """Flush at the end of this tick, but at most once per ``window``: an idle node
@@ -178,6 +185,14 @@ class Bus:
         self._watcher.start(self._drain)
         self._drain_again = loop.run_callback(self._drain)
 
+    def unwatch(self) -> None:
+        """Stop reading the inbox (``watch``); what is queued in it stays unread."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._drain_again is not None:
+            self._drain_again.stop()
+            self._drain_again = None
+
     def _drain(self) -> None:
         self._drain_again = None
         sock = self._inbox
@@ -197,8 +212,7 @@ class Bus:
                 log.warning("dropping a malformed batch on %s", self.name)
                 continue
             if self.raw_handler is not None:
-                for raw in batch:
-                    self.raw_handler(raw)
+                self.raw_handler(batch)
             else:
                 self._handle(batch)
 
@@ -219,14 +233,11 @@ class Bus:
     def close(self) -> None:
         if self._records_timer is not None:
             self._records_timer.stop()
-        self._flush_records()
+        self.flush_records()
         self.flush()
         for sock in self._peers.values():
             sock.close()
-        if self._watcher is not None:
-            self._watcher.stop()
-        if self._drain_again is not None:
-            self._drain_again.stop()
+        self.unwatch()
         if self._inbox is not None:
             self._inbox.close(linger=0)
         if self._inbox_ctx is not None:

@@ -10,7 +10,11 @@ File format (version 1)::
     file   := MAGIC record*
     MAGIC  := b"ZCLOG1\\n\\0"                      (8 bytes)
     record := length:u32be crc32(payload):u32be payload
-    payload:= msgpack array [ts_ms, node, kind, *fields]
+    payload:= msgpack array [ts_ms, node, kind, *fields]                 (one record)
+            | msgpack array ["recs", n, node, [[ts_ms, kind, *fields] * n]]  (n records)
+
+A node sends its records as one ``recs`` bus envelope per flush and the log role writes
+that envelope as it came: one frame (and one CRC) for many records.
 
 ``kind`` and ``fields`` are those of the bus ``rec`` envelope (``cluster.bus.Bus.record``):
 
@@ -233,18 +237,25 @@ def read_file(path: str) -> Iterator[Record]:
         if fh.read(len(MAGIC)) != MAGIC:
             return
         for _, payload in _frames(fh):
-            record = _decode(payload)
-            if record is not None:
-                yield record
+            yield from _decode(payload)
 
 
-def _decode(payload: bytes) -> Record | None:
+def _decode(payload: bytes) -> list[Record]:
+    """The records of one frame: one, or the n of a ``recs`` batch (malformed: none)."""
     try:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace")
     except (ValueError, msgpack.UnpackException, TypeError):
-        return None
+        return []
+    if isinstance(obj, list) and len(obj) == 4 and obj[0] == "recs" and isinstance(obj[3], list):
+        node = str(obj[2])
+        return [r for item in obj[3] if (r := _record([item[0], node, *item[1:]] if isinstance(item, list) and item else None))]
     if isinstance(obj, list) and obj and obj[0] == "rec":
         obj = obj[1:]
+    record = _record(obj)
+    return [record] if record else []
+
+
+def _record(obj) -> Record | None:
     if not isinstance(obj, list) or len(obj) < 3 or not isinstance(obj[0], (int, float)):
         return None
     return Record(int(obj[0]), str(obj[1]), str(obj[2]), obj[3:])

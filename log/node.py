@@ -29,6 +29,7 @@ from cluster.node import Node
 
 BACKLOG_BYTES_MAX = 64 * 1024 * 1024
 STATS_MARK = b"\xa5stats"     # msgpack of the string "stats": such records are decoded
+RECS_HEAD = b"\x94\xa4recs"   # msgpack of a 4-array starting with the string "recs"
 WRITE_EVERY = 0.05             # seconds between disk writes at most
 STATS_INTERVAL = 10.0          # seconds between the log node's own stats records
 WRITER_STOP_TIMEOUT = 5.0      # seconds to let an in-flight write finish at stop
@@ -36,34 +37,54 @@ ERROR_LOG_INTERVAL = 1.0       # at most one "cannot write" line per second
 
 
 class Backlog:
-    """Encoded records waiting for the disk, bounded in count and bytes."""
+    """Encoded records waiting for the disk, bounded in count and bytes. A chunk is one
+    frame: a single record, or a node's ``recs`` batch of many."""
 
-    __slots__ = ("max_records", "max_bytes", "chunks", "nbytes")
+    __slots__ = ("max_records", "max_bytes", "chunks", "nbytes", "records")
 
     def __init__(self, max_records: int, max_bytes: int = BACKLOG_BYTES_MAX):
         self.max_records = max(1, max_records)
         self.max_bytes = max_bytes
         self.chunks: list[bytes] = []
         self.nbytes = 0
+        self.records = 0
 
-    def add(self, chunk: bytes) -> bool:
-        """Queue one record; False (caller counts a drop) when full."""
-        if len(self.chunks) >= self.max_records or self.nbytes + len(chunk) > self.max_bytes:
+    def add(self, chunk: bytes, records: int = 1) -> bool:
+        """Queue a chunk of ``records`` records; False (the caller counts them as dropped)
+        when it does not fit."""
+        if self.records + records > self.max_records or self.nbytes + len(chunk) > self.max_bytes:
             return False
         self.chunks.append(chunk)
         self.nbytes += len(chunk)
+        self.records += records
         return True
 
-    def take(self) -> list[bytes]:
-        chunks, self.chunks, self.nbytes = self.chunks, [], 0
-        return chunks
+    def take(self) -> tuple[list[bytes], int]:
+        """(chunks, records) queued so far; the backlog is empty after."""
+        out = (self.chunks, self.records)
+        self.chunks, self.nbytes, self.records = [], 0, 0
+        return out
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return self.records
+
+
+def recs_count(raw: bytes) -> int:
+    """n of a ``["recs", n, node, records]`` envelope read from its first bytes (no
+    decode); 0 for any other envelope."""
+    start = len(RECS_HEAD) + 1
+    if not raw.startswith(RECS_HEAD) or len(raw) < start:
+        return 0
+    tag = raw[start - 1]
+    if tag < 0x80:
+        return tag
+    width = {0xcc: 1, 0xcd: 2, 0xce: 4}.get(tag, 0)
+    return int.from_bytes(raw[start:start + width], "big") if len(raw) >= start + width else 0
 
 
 class LogNode(Node):
     role = "log"
+    inline_inbox = True     # records only join the backlog; the disk write runs in a thread
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
@@ -100,15 +121,20 @@ class LogNode(Node):
             self._note_stats(env[2], env[4])
         self.append(env[1:])
 
-    def on_raw(self, raw: bytes) -> None:
-        """The hot path: an envelope goes to the backlog as it came (no decode, no encode)."""
-        if STATS_MARK in raw[:64]:
-            self.on_record(msgpack.unpackb(raw, raw=False, strict_map_key=False))
-            return
-        self.received += 1
-        if not self.backlog.add(logfile.encode_payload(raw)):
-            self.dropped += 1
-        elif not self._wake.is_set():
+    def on_raw(self, batch: list) -> None:
+        """The hot path: envelopes go to the backlog as they came (no decode, no encode),
+        one frame each; a ``recs`` batch counts as its n records. Single ``stats`` records
+        are decoded for their counters."""
+        for raw in batch:
+            n = recs_count(raw)
+            if not n and STATS_MARK in raw[:64]:
+                self.on_record(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+                continue
+            n = n or 1
+            self.received += n
+            if not self.backlog.add(logfile.encode_payload(raw), n):
+                self.dropped += n
+        if self.backlog and not self._wake.is_set():
             self._wake.set()
 
     def append(self, record) -> None:
@@ -139,7 +165,7 @@ class LogNode(Node):
             if self.stopped.is_set():
                 return
             self._wake.clear()
-            self._write(pool.apply(self._write_batch, (self.backlog.take(),)))
+            self._write(pool.apply(self._write_batch, self.backlog.take()))
             self.stopped.wait(WRITE_EVERY)      # let the next batch grow: fewer, larger writes
 
     def stats_reporter(self) -> None:
@@ -150,13 +176,13 @@ class LogNode(Node):
         return [int(time.time() * 1000), self.name, "stats", self.stats()]
 
     # -- disk ---------------------------------------------------------------------------
-    def _write_batch(self, chunks: list[bytes]):
+    def _write_batch(self, chunks: list[bytes], records: int):
         """Runs in a worker thread: returns (records, error) instead of raising."""
         try:
             self.writer.write(chunks)
         except OSError as exc:
-            return len(chunks), exc
-        return len(chunks), None
+            return records, exc
+        return records, None
 
     def _write(self, outcome) -> None:
         count, error = outcome
@@ -171,11 +197,8 @@ class LogNode(Node):
                            count, self.writer.path, error, self.write_errors)
 
     def _stop_receiving(self) -> None:
-        """Kill the inbox_listener first: a clean cut (all that was received gets written),
-        and cluster.node closes the bus socket under it otherwise."""
-        for greenlet in list(self.greenlets):
-            if greenlet.name == "inbox_listener":
-                greenlet.kill(timeout=WRITER_STOP_TIMEOUT)
+        """Stop reading the inbox first: a clean cut (all that was received gets written)."""
+        self.bus.unwatch()
 
     def shutdown(self) -> None:
         """Stop receiving, let the in-flight write finish, write the rest and a last stats
@@ -188,9 +211,9 @@ class LogNode(Node):
             self.log.error("disk write still running after %.0fs: %d records not written",
                            WRITER_STOP_TIMEOUT, len(self.backlog))
             return
-        chunks = self.backlog.take()            # the last stats record goes in past the bound
+        chunks, records = self.backlog.take()   # the last stats record goes in past the bound
         chunks.append(logfile.encode_record(self.stats_record()))
-        self._write(self._write_batch(chunks))
+        self._write(self._write_batch(chunks, records + 1))
         try:
             self.writer.close()
         except OSError as exc:

@@ -192,6 +192,8 @@ def test_rotation_under_a_burst(log_process):
     try:
         for i in range(2000):
             bus.record("in", i, "alice", body(t="send", conv="r:lobby", cid=f"c{i}", n=i))
+            if i % 50 == 49:
+                bus.flush_records()     # 40 batches: one frame each, so rotation can cut
         bus.flush()
         directory = logfile.log_dir(cfg.data_dir)
         poll(lambda: any("cid=c1999 " in line for line in tail_lines(cfg, n=1)), what="last record")
@@ -236,6 +238,6 @@ def test_write_errors_drop_the_batch_and_are_counted(tmp_path):
     node.writer.write = full_disk
     node.on_record(["rec", 1, "gate1", "in", 0, "alice", body(t="ping")])
     node.on_record(["rec", 2, "gate1", "in", 1, "alice", body(t="ping")])
-    node._write(node._write_batch(node.backlog.take()))
+    node._write(node._write_batch(*node.backlog.take()))
     assert node.write_errors == 1 and node.dropped == 2 and len(node.backlog) == 0
     node.bus.close()

@@ -214,3 +214,29 @@ def test_tail_survives_undecodable_bodies_and_missing_dir(tmp_path):
 def test_record_is_a_named_tuple():
     r = Record(TS, "n", "k", [1])
     assert logfile.format_record(r).startswith("2023-11-14T22:13:20.123Z n k - 1")
+
+
+def test_a_recs_batch_frame_reads_back_as_its_records(tmp_path):
+    """A node's ``recs`` envelope is written as one frame and read back record by record,
+    between single records, in order; malformed items inside are skipped."""
+    batch = msgpack.packb(["recs", 3, "gate2", [
+        [TS + 1, "in", 4, "alice", body(t="send", conv="r:lobby", cid="a")],
+        "not a record",
+        [TS + 2, "out", 4, "alice", body(t="ack", cid="a"), 1],
+    ]], use_bin_type=True)
+    writer = LogWriter(str(tmp_path), 1 << 20, 20)
+    writer.open()
+    writer.write([encode_record(rec(0)), logfile.encode_payload(batch), encode_record(rec(3))])
+    writer.close()
+    got = list(logfile.iter_records(str(tmp_path)))
+    assert [(r.ts_ms, r.node, r.kind) for r in got] == [
+        (TS, "gate1", "in"), (TS + 1, "gate2", "in"), (TS + 2, "gate2", "out"), (TS + 3, "gate1", "in")]
+    assert got[2].fields[:2] == [4, "alice"] and got[2].fields[3] == 1
+
+
+@pytest.mark.parametrize("n", [1, 127, 128, 255, 256, 65535, 65536])
+def test_recs_count_reads_n_from_the_envelope_head(n):
+    from log.node import recs_count
+    raw = msgpack.packb(["recs", n, "g", []], use_bin_type=True)
+    assert recs_count(raw) == n
+    assert recs_count(msgpack.packb(["rec", 1, "gate1", "in"], use_bin_type=True)) == 0
