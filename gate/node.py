@@ -8,7 +8,6 @@ local recipients. A restart of any other role leaves the client connections up.
 from __future__ import annotations
 
 import collections
-import heapq
 import random
 import time
 
@@ -45,7 +44,9 @@ class GateNode(Delivery, Node):
         self.users: dict = {}           # user -> logged-in Session
         self.logging_in: dict = {}      # user -> Session whose login is in flight
         self.pending: dict = {}         # req -> (Session, rid, kind)
-        self.deadlines: list = []       # heap of (deadline, req): timeouts differ by kind
+        # timeout -> deque of (deadline, req): one FIFO per timeout length, so each is in
+        # deadline order and a request costs an append, not a heap push
+        self.deadlines: dict = collections.defaultdict(collections.deque)
         self.dirty: list = []
         self._flush_scheduled = False
         self.id_base = random.getrandbits(40) << 16    # this incarnation's first id
@@ -60,7 +61,7 @@ class GateNode(Delivery, Node):
     # -- wiring -------------------------------------------------------------------------
     def setup(self) -> str:
         self.bus.bind()
-        for kind, fn in (("rep", self.on_rep), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
+        for kind, fn in (("rep", self.on_rep), ("sent", self.on_sent), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
                          ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv),
                          ("resumed", self.on_resumed)):
             self.bus.on(kind, fn)
@@ -149,7 +150,7 @@ class GateNode(Delivery, Node):
         return True
 
     def record_in(self, s: Session, msg: dict, body: bytes) -> None:
-        if REDACT.intersection(msg):
+        if "password" in msg or "token" in msg:      # REDACT
             body = packb({k: ("***" if k in REDACT else v) for k, v in msg.items()})
         self.frames_in += 1
         self.bus.record("in", s.sid, s.user or s.pending_user, body)
@@ -228,8 +229,8 @@ class GateNode(Delivery, Node):
         req = self.new_id()
         s.inflight += 1
         self.pending[req] = (s, rid, kind, fields[1] if kind == "join" else None)
-        deadline = time.monotonic() + (timeout or self.conf.request_timeout)
-        heapq.heappush(self.deadlines, (deadline, req))
+        timeout = timeout or self.conf.request_timeout
+        self.deadlines[timeout].append((time.monotonic() + timeout, req))
         self.bus.send(peer, kind, self.name, req, rid, *fields)
 
     def take(self, req: int):
@@ -243,24 +244,31 @@ class GateNode(Delivery, Node):
         while True:
             gevent.sleep(SWEEP_EVERY)
             self.server.sweep()
-            now = time.monotonic()
-            while self.deadlines and self.deadlines[0][0] <= now:
-                _, req = heapq.heappop(self.deadlines)
+            for req in self.due_requests(time.monotonic()):
                 entry = self.take(req)
-                if entry is None:
-                    continue
-                s, rid, kind, note = entry
-                self.stats["timeouts"] += 1
-                if kind == "login":
-                    self._login_failed(s)
-                elif kind == "join":
-                    self.rooms.leave(s, note)
-                if kind == "resume":
-                    self.start_replay(s, [])
-                elif not s.closed:
-                    self.reply(s, handlers.error_body(
-                        "unavailable", f"no answer to '{kind}' in time; retry later", rid,
-                        retry_ms=RETRY_MS))
+                if entry is not None:
+                    self.time_out(*entry)
+
+    def due_requests(self, now: float) -> list:
+        """Requests whose deadline passed (answered ones included: take() skips them)."""
+        due = []
+        for fifo in self.deadlines.values():
+            while fifo and fifo[0][0] <= now:
+                due.append(fifo.popleft()[1])
+        return due
+
+    def time_out(self, s: Session, rid, kind: str, note) -> None:
+        self.stats["timeouts"] += 1
+        if kind == "login":
+            self._login_failed(s)
+        elif kind == "join":
+            self.rooms.leave(s, note)
+        if kind == "resume":
+            self.start_replay(s, [])
+        elif not s.closed:
+            self.reply(s, handlers.error_body(
+                "unavailable", f"no answer to '{kind}' in time; retry later", rid,
+                retry_ms=RETRY_MS))
 
     # -- bus handlers -------------------------------------------------------------------
     def on_rep(self, env) -> None:
@@ -285,6 +293,13 @@ class GateNode(Delivery, Node):
                 self.rooms.joined(s, note, env[3])
             else:
                 self.rooms.leave(s, note)
+
+    def on_sent(self, env) -> None:
+        """A zone stored a DM or group message sent here: the sender's ack, then the
+        delivery to this gate's recipients (``rep`` + ``dlv`` in one envelope)."""
+        _, req, body, users, conv, seq, record = env[:7]
+        self.on_rep((None, req, body))
+        self.on_dlv((None, users, conv, seq, record))
 
     def _login_failed(self, s: Session) -> None:
         if s.pending_user and self.logging_in.get(s.pending_user) is s:

@@ -149,7 +149,15 @@ class ZoneNode(Node):
         self.reply(r, {"t": "error", "code": code, "reason": reason, **extra})
 
     def ack(self, r, seq: int, ts: int) -> None:
-        self.reply(r, {"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts})
+        if r.gate is not None:
+            self.bus.send(r.gate, "rep", r.req, self.ack_body(r, seq, ts))
+
+    @staticmethod
+    def ack_body(r, seq: int, ts: int) -> bytes:
+        body = {"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts}
+        if r.rid is not None:
+            body["rid"] = r.rid
+        return packb(body)
 
     # -- membership -----------------------------------------------------------------------
     def learn_users(self, names) -> None:
@@ -245,12 +253,12 @@ class ZoneNode(Node):
             if result is None:
                 continue            # too late: the gate answered unavailable, nothing stored
             seq, ts, dup = result
-            self.ack(r, seq, ts)
             if dup:
+                self.ack(r, seq, ts)
                 resent.append((r, seq, ts))
             else:
                 self.stored += 1
-                self.deliver(r, seq, msg_record(r.prefix, seq))
+                self.deliver(r, seq, msg_record(r.prefix, seq), acked=ts)
         self.redeliver(resent)
 
     def redeliver(self, resent) -> None:
@@ -271,17 +279,30 @@ class ZoneNode(Node):
     def cap_of(self, conv: str) -> int:
         return 0 if convs.is_durable(conv) else self.chat.room_history
 
-    def deliver(self, r, seq: int, record: bytes, log: bool = True) -> None:
+    def deliver(self, r, seq: int, record: bytes, log: bool = True, acked: int | None = None) -> None:
+        """Send a stored message on; ``acked``: its ts, and the sender's ack goes first. A
+        DM or group message whose sender's gate takes deliveries directly travels there
+        as one ``sent`` envelope (the ack and the delivery; one encode, one hop)."""
         if log:
             self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000))
-        if convs.is_durable(r.conv):
-            users = self.recipients(r)
-            if users:
-                envelope = packb(["dlv", users, r.conv, seq, record])
-                for peer in self.dlv_peers:
-                    self.bus.send_packed(peer, envelope)
-        else:
+        users = self.recipients(r) if convs.is_durable(r.conv) else None
+        if acked is not None and users and r.gate in self.dlv_peers:
+            body = self.ack_body(r, seq, acked)
+            self.bus.send(r.gate, "sent", r.req, body, users, r.conv, seq, record)
+            self.send_dlv([p for p in self.dlv_peers if p != r.gate], users, r.conv, seq, record)
+            return
+        if acked is not None:
+            self.ack(r, seq, acked)
+        if users:
+            self.send_dlv(self.dlv_peers, users, r.conv, seq, record)
+        elif users is None:
             self.bus.send(self.center, "rdlv", r.conv, seq, record, r.user)
+
+    def send_dlv(self, peers, users, conv: str, seq: int, record: bytes) -> None:
+        if peers:
+            envelope = packb(["dlv", users, conv, seq, record])
+            for peer in peers:
+                self.bus.send_packed(peer, envelope)
 
     # -- sync and join --------------------------------------------------------------------
     def handle_syncs(self, syncs) -> None:
