@@ -36,6 +36,8 @@ class RedisConf:
     port: int = 7379
     url: str | None = None
     appendfsync: str = "everysec"
+    aof_rewrite_min_mb: int = 1024      # managed Redis: rewrite the AOF only past this size
+    aof_rewrite_percentage: int = 100   # ... and once it grew this much since the last one
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,9 @@ def _nodes(raw: Any) -> dict:
 def _validate(cfg: Config) -> None:
     if cfg.redis.appendfsync not in ("always", "everysec", "no"):
         raise ConfigError("must be always, everysec or no", "redis.appendfsync")
+    if cfg.redis.aof_rewrite_min_mb < 1 or cfg.redis.aof_rewrite_percentage < 0:
+        raise ConfigError("aof_rewrite_min_mb must be >= 1 and aof_rewrite_percentage >= 0",
+                          "redis.aof_rewrite_min_mb")
     if not cfg.redis.managed and not cfg.redis.url:
         raise ConfigError("with managed: false, set redis.url", "redis.url")
     if cfg.chat.slots < 1:

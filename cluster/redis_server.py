@@ -73,6 +73,8 @@ def command(cfg, binary: str | None = None) -> list[str]:
         "--dir", data_dir(cfg),
         "--appendonly", "yes",
         "--appendfsync", rc.appendfsync,
+        "--auto-aof-rewrite-min-size", f"{rc.aof_rewrite_min_mb}mb",
+        "--auto-aof-rewrite-percentage", str(rc.aof_rewrite_percentage),
         "--save", "",
         "--maxclients", str(MAXCLIENTS),
         "--logfile", "",

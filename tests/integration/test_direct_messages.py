@@ -185,6 +185,7 @@ def test_default_redis_runs_aof_with_everysec(cluster):
     r = redis_client(cluster)
     assert r.config_get("appendonly") == {"appendonly": "yes"}
     assert r.config_get("appendfsync") == {"appendfsync": cluster.cfg.redis.appendfsync} == {"appendfsync": "everysec"}
+    assert r.config_get("auto-aof-rewrite-min-size") == {"auto-aof-rewrite-min-size": str(1024 * 1024 * 1024)}
 
 
 def log_tail(cluster, *args: str) -> str:

@@ -110,6 +110,7 @@ def test_managed_redis_command():
     assert opts["--port"] == "7400" and opts["--bind"] == "10.0.0.1"
     assert opts["--appendonly"] == "yes" and opts["--appendfsync"] == "always"
     assert opts["--daemonize"] == "no" and opts["--save"] == ""
+    assert opts["--auto-aof-rewrite-min-size"] == "1024mb" and opts["--auto-aof-rewrite-percentage"] == "100"
     assert opts["--dir"] == os.path.join(cfg.data_dir, "redis")
     assert redis.probe == ("10.0.0.1", 7400)
 
