@@ -145,21 +145,19 @@ def pack_map_with_raw(fields: dict, raw_key: str, raw_items: list[bytes]) -> byt
     return b"".join(parts)
 
 
+_MSG_HEAD = _map_header(7) + b"".join(map(packb, ("t", "msg", "conv")))
+_K_FROM, _K_TS, _K_CID, _K_BODY, _K_SEQ = map(packb, ("from", "ts", "cid", "body", "seq"))
+
+
 def msg_prefix(conv: str, sender: str, ts: int, cid: str, body_raw: bytes) -> bytes:
     """A ``msg`` map without the value of its last key, ``seq``.
 
     The store appends the seq it assigns, so the stored record, the live push and the
-    history entry are the same bytes, encoded once.
+    history entry are the same bytes, encoded once. The keys are encoded once, here.
     """
     return b"".join((
-        _map_header(7),
-        packb("t"), packb("msg"),
-        packb("conv"), packb(conv),
-        packb("from"), packb(sender),
-        packb("ts"), packb(ts),
-        packb("cid"), packb(cid),
-        packb("body"), body_raw,
-        packb("seq"),
+        _MSG_HEAD, packb(conv), _K_FROM, packb(sender), _K_TS, packb(ts),
+        _K_CID, packb(cid), _K_BODY, body_raw, _K_SEQ,
     ))
 
 

@@ -85,8 +85,10 @@ def on_send(gate, s, msg, rid):
         raise BadRequest("bad_request", "field 'body' is missing")
     if len(cid.encode("utf-8")) > gate.config.chat.cid_max or not cid:
         raise BadRequest("bad_request", f"field 'cid' must be 1..{gate.config.chat.cid_max} bytes")
-    if not convs.valid(conv):
-        raise BadRequest("bad_conv", f"'{conv}' is not a valid conversation id")
+    if conv != s.last_conv:             # the syntax check, once per run of sends to a conv
+        if not convs.valid(conv):
+            raise BadRequest("bad_conv", f"'{conv}' is not a valid conversation id")
+        s.last_conv = conv
     if conv == "sys" or conv.startswith("r:") and conv not in s.rooms:
         raise BadRequest("not_member", f"you are not a member of {conv}")
     over_rate = not s.bucket.take()

@@ -64,7 +64,7 @@ class Session:
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "limit", "on_slow", "rooms", "json",
         "live", "live_bytes", "dropped", "room_hold", "blocked", "head_left", "room_floor",
-        "watcher", "on_close", "login_by", "last_rx",
+        "watcher", "on_close", "login_by", "last_rx", "last_conv",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
@@ -101,6 +101,7 @@ class Session:
         self.watcher = None           # TCP: the libev read watcher (gate/tcp.py)
         self.on_close = None          # called once the socket is closed
         self.login_by = self.last_rx = 0.0
+        self.last_conv = None         # the last conversation id a send passed the syntax check
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:

@@ -23,6 +23,7 @@ class SendReq:
     deadline: int        # ms since epoch; past it the gate has answered unavailable
     prefix: bytes = b""
     pair: tuple = ()     # a DM's two users, parsed once per request (zone.handle_sends)
+    blocked: bool = False  # the recipient blocks the sender (set by zone.handle_sends)
 
 
 @dataclass(slots=True)
@@ -71,3 +72,4 @@ class PostReq:
     deadline: int = 2 ** 62
     prefix: bytes = b""
     pair: tuple = ()
+    blocked: bool = False

@@ -207,8 +207,11 @@ class ZoneNode(Node):
         users = {u for r in sends for u in r.pair}
         self.learn_users(users)
         self.mod.load_blocks(users & self.known_users)
-        over = [(r.conv, r.user, r.cid) for r in sends
-                if r.over_rate or self.mod.rooms.get(r.conv) or self.blocked(r)]
+        over = []
+        for r in sends:
+            r.blocked = self.blocked(r)
+            if r.over_rate or r.blocked or self.mod.rooms.get(r.conv):
+                over.append((r.conv, r.user, r.cid))
         acked = self.store.dedup_hits(over) if over else {}
         to_store = []
         for r in sends:
@@ -230,7 +233,7 @@ class ZoneNode(Node):
         self.mod.check_muted(r.user, now_ms)
         if (r.conv, r.user, r.cid) in acked:
             return
-        if self.blocked(r):
+        if r.blocked:
             raise Refused("blocked", f"{self.recipients(r)[0]} does not accept your messages")
         if r.over_rate:     # only now: a resend of an acked cid got its ack above
             raise Refused("rate_limited", "too many messages; slow down")
