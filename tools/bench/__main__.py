@@ -2,6 +2,9 @@
 
 Each workload starts its own cluster (every process pinned to core 0), runs the load
 from this process pinned to core 1, prints a table and writes JSON under reports/bench/.
+The cluster is sized for the one core it gets: one gate and one zone (``--gates``,
+``--zones``; W4 adds gates for the 20,000-files-per-process limit) beside login, center,
+dc, log and Redis. Every role still runs as its own process.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ def parse(argv):
         sp.add_argument("--rates", type=_ladder, default=None)
     for sp in sub.choices.values():
         sp.add_argument("--repeat", type=int, default=3)
-        sp.add_argument("--gates", type=int, default=2)
+        sp.add_argument("--gates", type=int, default=1, help="gate processes (default 1)")
+        sp.add_argument("--zones", type=int, default=1, help="zone processes (default 1)")
     return p.parse_args(argv)
 
 
@@ -64,7 +68,7 @@ def bench_w1(args) -> int:
             top = best(rows)
             caps.append(top)
             summary.extend(dict(r, run=rep) for r in rows)
-        _print_median("W1", members, caps)
+        _print_median("W1", members, caps, args)
     print("report:", common.write_report("w1", summary, vars(args) | {"rates": None}))
     return 0
 

@@ -8,6 +8,7 @@ bench path.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -158,7 +159,13 @@ def provision(cfg, names: list[str]) -> dict:
 
 
 def pin_generator() -> None:
+    """This process to the load core; and its garbage collector out of the way (what
+    exists now is frozen, collections become rare): a collection of the generator's own
+    heap would stall every probe at once and read as server latency."""
     os.sched_setaffinity(0, {LOAD_CORE})
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 class FrameCounter:
@@ -227,8 +234,14 @@ def write_report(name: str, rows: list[dict], meta: dict) -> str:
     os.makedirs(os.path.join(REPO, "reports", "bench"), exist_ok=True)
     path = os.path.join(REPO, "reports", "bench", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump({"bench": name, "meta": meta, "rows": rows}, fh, indent=1)
+        json.dump({"bench": name, "meta": meta, "machine": machine(), "rows": rows}, fh, indent=1)
     return path
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "load_avg": os.getloadavg(), "server_core": SERVER_CORE, "load_core": LOAD_CORE}
 
 
 def table(rows: list[dict], cols: list[str]) -> str:

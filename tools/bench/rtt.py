@@ -1,7 +1,8 @@
 """DM round trip: one message in flight at a time, send -> ack and send -> msg (ms).
 
 python -m tools.bench rtt [--size 1000]: p50/p99/max over N messages between two users on
-different gates, on an otherwise idle pinned cluster (the rate limit is raised for it).
+the first and the last gate (different gates with --gates 2 or more), on an otherwise idle
+pinned cluster (the rate limit is raised for it).
 """
 from __future__ import annotations
 
@@ -45,5 +46,6 @@ def bench_rtt(args) -> int:
                           extra={"gate": {"send_rate": 100000, "send_burst": 100000}})
             for _ in range(args.repeat)]
     print(common.table(rows, list(rows[0])))
-    print("report:", common.write_report("rtt", rows, {"messages": count}))
+    print("report:", common.write_report("rtt", rows, {"messages": count, "gates": args.gates,
+                                                       "zones": args.zones}))
     return 0

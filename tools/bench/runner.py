@@ -7,22 +7,25 @@ import tempfile
 from tools.bench import common
 
 
-def _print_median(name: str, size: int, caps: list) -> None:
+def _print_median(name: str, size: int, caps: list, args=None, unit: str = "deliveries/s") -> None:
     got = [c for c in caps if c]
+    if args is not None:
+        name = f"{name} [{args.gates} gate(s), {args.zones} zone(s)]"
     if not got:
         print(f"{name} size={size}: no passing step")
         return
     med = statistics.median(c["deliveries_s"] for c in got)
     core = statistics.median(c["per_core_s"] for c in got)
     busy = statistics.median(c["server_busy"] for c in got)
-    print(f"{name} size={size}: median capacity {med:,.0f} deliveries/s, "
+    print(f"{name} size={size}: median capacity {med:,.0f} {unit}, "
           f"{core:,.0f} per busy server-core-second, cluster core busy {busy:.0%} "
           f"({len(got)}/{len(caps)} runs passed)")
 
 
 def _with_cluster(args, fn, users: int, extra: dict | None = None):
     with tempfile.TemporaryDirectory(prefix="zcbench-") as tmp:
-        cl = common.BenchCluster(common.bench_config(tmp, gates=args.gates, extra=extra)).start()
+        config = common.bench_config(tmp, gates=args.gates, zones=args.zones, extra=extra)
+        cl = common.BenchCluster(config).start()
         try:
             tokens = common.provision(cl.cfg, [f"b{i:06d}" for i in range(users)])
             common.pin_generator()

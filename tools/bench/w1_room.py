@@ -68,10 +68,12 @@ class Sender:
                                         "cid": f"{self.user}-{next(self.cids)}", "body": body}))
 
 
-def pace(sender, interval: float, until: float, phase: float = 0.0) -> None:
-    """Call ``sender.send()`` every ``interval`` seconds, starting ``phase`` of an interval late."""
-    nxt = time.monotonic() + phase * interval
-    gevent.sleep(phase * interval)
+def pace(sender, interval: float, until: float, phase: float = 0.0, start: float | None = None) -> None:
+    """Call ``sender.send()`` every ``interval`` seconds from ``phase`` of an interval after
+    ``start`` (default: now) until ``until``. A common ``start`` keeps the count exact
+    (rate x seconds) however long spawning the pacers took."""
+    nxt = (time.monotonic() if start is None else start) + phase * interval
+    gevent.sleep(max(0.0, nxt - time.monotonic()))
     while nxt < until:
         sender.send()
         nxt += interval
