@@ -47,7 +47,6 @@ class Store:
             url, max_connections=max_connections, timeout=timeout,
             socket_timeout=timeout, socket_connect_timeout=timeout)
         self.redis = redis.Redis(connection_pool=pool)
-        self._direct = None
         self.dedup_ttl = dedup_ttl
         self._store = self.redis.register_script(keys.STORE_SCRIPT)
         self._cursor = self.redis.register_script(keys.CURSOR_SCRIPT)
@@ -62,22 +61,10 @@ class Store:
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
 
-    def direct(self) -> redis.Redis:
-        """A client that keeps one connection of the pool for itself: no pool checkout per
-        call (redis-py's checkout polls the socket for stray data, ~40 µs under gevent,
-        which the store call of every zone tick would pay). Made on first use so a node
-        starts while Redis is down; it reconnects by itself after an error."""
-        if self._direct is None:
-            self._direct = redis.Redis(connection_pool=self.redis.connection_pool,
-                                       single_connection_client=True)
-        return self._direct
-
     def ping(self) -> bool:
         return bool(self._call(self.redis.ping))
 
     def close(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
         self.redis.connection_pool.disconnect()
 
     def memory(self) -> dict:
@@ -157,7 +144,7 @@ class Store:
         # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
         blob = msgpack.packb([(it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap,
                                it.deadline) for it in items], use_bin_type=False)
-        raw = self._call(lambda: self._store([], [self.dedup_ttl, blob], client=self.direct()))
+        raw = self._call(self._store, [], [self.dedup_ttl, blob])
         return [None if r[0] == 2 else (r[1], r[2], r[0] == 1)
                 for r in msgpack.unpackb(raw, raw=False)]
 
