@@ -30,6 +30,7 @@ from cluster.node import Node
 BACKLOG_BYTES_MAX = 64 * 1024 * 1024
 STATS_MARK = b"\xa5stats"     # msgpack of the string "stats": such records are decoded
 RECS_HEAD = b"\x94\xa4recs"   # msgpack of a 4-array starting with the string "recs"
+UINT_WIDTH = {0xcc: 1, 0xcd: 2, 0xce: 4}    # msgpack uint8/16/32 tags: bytes that follow
 WRITE_EVERY = 0.05             # seconds between disk writes at most
 STATS_INTERVAL = 10.0          # seconds between the log node's own stats records
 WRITER_STOP_TIMEOUT = 5.0      # seconds to let an in-flight write finish at stop
@@ -78,7 +79,7 @@ def recs_count(raw: bytes) -> int:
     tag = raw[start - 1]
     if tag < 0x80:
         return tag
-    width = {0xcc: 1, 0xcd: 2, 0xce: 4}.get(tag, 0)
+    width = UINT_WIDTH.get(tag, 0)
     return int.from_bytes(raw[start:start + width], "big") if len(raw) >= start + width else 0
 
 

@@ -138,26 +138,26 @@ class ZoneNode(Node):
 
     # -- replies --------------------------------------------------------------------------
     def reply(self, r, body: dict) -> None:
-        if r.gate is None:
-            return
+        if r.gate is not None:
+            self.bus.send(r.gate, "rep", r.req, self.reply_body(r, body))
+
+    @staticmethod
+    def reply_body(r, body: dict) -> bytes:
+        """``body`` answering request ``r``, encoded (with the client's rid if it gave one)."""
         if r.rid is not None:
             body["rid"] = r.rid
-        self.bus.send(r.gate, "rep", r.req, packb(body))
+        return packb(body)
 
     def error(self, r, code: str, reason: str, **extra) -> None:
         self.errors[code] += 1
         self.reply(r, {"t": "error", "code": code, "reason": reason, **extra})
 
     def ack(self, r, seq: int, ts: int) -> None:
-        if r.gate is not None:
-            self.bus.send(r.gate, "rep", r.req, self.ack_body(r, seq, ts))
+        self.reply(r, self.ack_map(r, seq, ts))
 
     @staticmethod
-    def ack_body(r, seq: int, ts: int) -> bytes:
-        body = {"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts}
-        if r.rid is not None:
-            body["rid"] = r.rid
-        return packb(body)
+    def ack_map(r, seq: int, ts: int) -> dict:
+        return {"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts}
 
     # -- membership -----------------------------------------------------------------------
     def learn_users(self, names) -> None:
@@ -290,7 +290,7 @@ class ZoneNode(Node):
             self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000))
         users = self.recipients(r) if convs.is_durable(r.conv) else None
         if acked is not None and users and r.gate in self.dlv_peers:
-            body = self.ack_body(r, seq, acked)
+            body = self.reply_body(r, self.ack_map(r, seq, acked))
             self.bus.send(r.gate, "sent", r.req, body, users, r.conv, seq, record)
             self.send_dlv([p for p in self.dlv_peers if p != r.gate], users, r.conv, seq, record)
             return
