@@ -14,8 +14,12 @@ import os
 import gevent
 from gevent.event import AsyncResult
 
+from cluster import envelopes
 from cluster.codec import packb, unpackb
+from cluster.envelopes import (Bind, Bound, Dlv, Group, Hello, Join, Kick, Mod, Post, Presence, Rdlv,
+                               Rep, Resume, RoomCount, RoomInfo, Stats, Unbind)
 from cluster.node import Node
+from cluster.replies import error
 from cluster.slots import SlotTable
 from center.admin import AdminApi
 from center.ops import Ops
@@ -51,41 +55,39 @@ class CenterNode(Node):
 
     def setup(self) -> str:
         addr = self.bus.bind()
-        for kind, fn in (("bind", self.on_bind), ("unbind", self.on_unbind),
-                         ("presence", self.on_presence), ("dlv", self.on_dlv),
-                         ("rdlv", self.on_rdlv), ("roomcount", self.on_roomcount),
-                         ("join", self.on_join), ("room_info", self.on_room_info),
-                         ("rep", self.on_rep), ("resume", self.on_resume),
-                         ("stats", self.ops.on_stats)):
-            self.bus.on(kind, fn)
+        for cls, fn in ((Bind, self.on_bind), (Unbind, self.on_unbind),
+                        (Presence, self.on_presence), (Dlv, self.on_dlv),
+                        (Rdlv, self.on_rdlv), (RoomCount, self.on_roomcount),
+                        (Join, self.on_join), (RoomInfo, self.on_room_info),
+                        (Rep, self.on_rep), (Resume, self.on_resume),
+                        (Stats, self.ops.on_stats)):
+            self.bus.on(cls, fn)
         if self.spec.admin_port:
             self.admin.start(self.spec.admin_host, self.spec.admin_port)
         for gate in self.gates:
-            self.bus.send(gate, "hello", self.incarnation)
+            self.bus.send(gate, Hello(self.incarnation))
         return addr
 
-    def on_bind(self, env) -> None:
-        _, user, gate, sid, login_node, bind_id = env[:6]
-        old = self.presence.get(user)
-        if old is not None and old != (gate, sid):
-            self.bus.send(old[0], "kick", old[1], "session_replaced")
-        self.presence[user] = (gate, sid)
-        self.bus.send(login_node, "bound", bind_id)
+    def on_bind(self, env: Bind) -> None:
+        old = self.presence.get(env.user)
+        if old is not None and old != (env.gate, env.sid):
+            self.bus.send(old[0], Kick(old[1], "session_replaced"))
+        self.presence[env.user] = (env.gate, env.sid)
+        self.bus.send(env.login, Bound(env.bind_id))
 
-    def on_unbind(self, env) -> None:
-        _, user, gate, sid = env[:4]
-        if self.presence.get(user) == (gate, sid):
-            del self.presence[user]
+    def on_unbind(self, env: Unbind) -> None:
+        if self.presence.get(env.user) == (env.gate, env.sid):
+            del self.presence[env.user]
 
-    def on_resume(self, env) -> None:
+    def on_resume(self, env: Resume) -> None:
         """Passed on to login after the gate's presence (same pipe, so already applied)."""
-        self.bus.send_packed(self.login_node, packb(env))
+        self.bus.send(self.login_node, env)
 
     def on_presence(self, env) -> None:
         """A gate's full list as of its id ``last``: forget its sessions not listed, learn the
         listed ones. A bind with a newer id than the list came from login after the list
         was made (another pipe, so it may arrive first) and stays."""
-        _, gate, listed, rooms, base, last, pending = env[:7]
+        gate, listed, rooms, base, last, pending = env
         here = {(user, sid) for user, sid in listed}
         keep = here | {(user, sid) for user, sid in pending}
         for user, where in list(self.presence.items()):
@@ -99,16 +101,15 @@ class CenterNode(Node):
         for room, count in rooms.items():
             self._set_count(room, gate, count)
 
-    def on_dlv(self, env) -> None:
-        _, users, conv, seq, record = env[:5]
+    def on_dlv(self, env: Dlv) -> None:
         by_gate: dict = {}
         presence = self.presence
-        for user in users:
+        for user in env.users:
             where = presence.get(user)
             if where is not None:
                 by_gate.setdefault(where[0], []).append(user)
         for gate, local in by_gate.items():
-            self.bus.send(gate, "dlv", local, conv, seq, record)
+            self.bus.send(gate, env._replace(users=local))
         self.stats["dlv"] += 1
 
     # -- rooms ----------------------------------------------------------------------------
@@ -124,66 +125,61 @@ class CenterNode(Node):
     def members(self, room: str) -> int:
         return sum(self.rooms.get(room, {}).values())
 
-    def on_roomcount(self, env) -> None:
-        _, gate, room, count = env[:4]
-        self._set_count(room, gate, count)
+    def on_roomcount(self, env: RoomCount) -> None:
+        self._set_count(env.room, env.gate, env.count)
 
-    def on_join(self, env) -> None:
+    def on_join(self, env: Join) -> None:
         """Forward a join to the room's zone after the gate is subscribed: no gap."""
-        _, gate, req, rid, user, room = env[:6]
-        zone = self.table.zone_of(room)
-        self.bus.send(zone, "join", gate, req, rid, user, room, self.members(room))
+        zone = self.table.zone_of(env.room)
+        self.bus.send(zone, env._replace(members=self.members(env.room)))
 
-    def on_room_info(self, env) -> None:
-        _, gate, req, rid, _user, room = env[:6]
-        body = {"t": "room_info", "room": room, "members": self.members(room)}
-        if rid is not None:
-            body["rid"] = rid
-        self.bus.send(gate, "rep", req, packb(body))
+    def on_room_info(self, env: RoomInfo) -> None:
+        body = {"t": "room_info", "room": env.room, "members": self.members(env.room)}
+        self.bus.send(env.gate, Rep(env.req, packb(body)))
 
-    def on_rdlv(self, env) -> None:
+    def on_rdlv(self, env: Rdlv) -> None:
         """A room or sys message: once to each gate that needs it."""
-        conv = env[1]
+        conv = env.conv
         gates = self.gates if conv == "sys" else self.rooms.get(conv, ())
         if gates:
-            packed = packb(env)
+            packed = envelopes.pack(env)
             for gate in gates:
                 self.bus.send_packed(gate, packed)
         self.stats["rdlv"] += 1
 
     # -- admin ----------------------------------------------------------------------------
-    def ask_zone(self, conv: str, kind: str, *fields) -> dict:
-        """Send an admin request to the zone of ``conv`` and wait for its answer."""
+    def ask_zone(self, conv: str, cls, *fields) -> dict:
+        """Send ``cls(center, req, *fields)`` to the zone of ``conv`` and wait for its answer."""
         req = next(self._reqs)
         result = self.waiting[req] = AsyncResult()
-        self.bus.send(self.table.zone_of(conv), kind, self.name, req, *fields)
+        self.bus.send(self.table.zone_of(conv), cls(self.name, req, *fields))
         try:
             return unpackb(result.get(timeout=ADMIN_WAIT))
         except gevent.Timeout:
-            return {"t": "error", "code": "unavailable", "reason": "the zone did not answer"}
+            return unpackb(error("unavailable", "the zone did not answer"))
         finally:
             self.waiting.pop(req, None)
 
-    def on_rep(self, env) -> None:
-        result = self.waiting.get(env[1])
+    def on_rep(self, env: Rep) -> None:
+        result = self.waiting.get(env.req)
         if result is not None:
-            result.set(env[2])
+            result.set(env.body)
 
     def post(self, conv: str, cid: str, body_raw: bytes) -> dict:
-        return self.ask_zone(conv, "post", conv, cid, body_raw)
+        return self.ask_zone(conv, Post, conv, cid, body_raw)
 
     def group_roster(self, group: str, owner: str, members: list) -> dict:
-        return self.ask_zone(group, "group", None, owner, "roster", group, members)
+        return self.ask_zone(group, Group, owner, "roster", group, members)
 
     def kick_user(self, user: str, reason: str) -> bool:
         where = self.presence.get(user)
         if where is not None:
-            self.bus.send(where[0], "kick", where[1], reason)
+            self.bus.send(where[0], Kick(where[1], reason))
         return where is not None
 
     def tell_zones(self, what: str, key: str, value) -> None:
         for zone in self.zones:
-            self.bus.send(zone, "mod", what, key, value)
+            self.bus.send(zone, Mod(what, key, value))
 
     def snapshot(self) -> dict:
         return {"node": self.name, "online": len(self.presence), "rooms": len(self.rooms),

@@ -66,7 +66,7 @@ class Ops:
         self.started = time.time()
 
     def on_stats(self, env) -> None:
-        _, node, role, counters = env[:4]
+        node, role, counters = env      # a Stats envelope
         if self.known.get(node) != role or not isinstance(counters, dict):
             return
         prev = self.reports.get(node)

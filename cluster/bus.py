@@ -1,7 +1,8 @@
 """The ZeroMQ bus between nodes.
 
 Every node binds one PULL socket (its inbox) and PUSHes to the inboxes of its peers.
-An envelope is a msgpack list ``[kind, ...]``; bodies inside it travel as opaque bytes.
+An envelope is a typed record of ``cluster/envelopes.py``, on the wire a msgpack list
+``[kind, ...]``; bodies inside it travel as opaque bytes.
 Sends are batched: ``send`` queues an envelope and the queue of each peer goes out at the
 end of the current loop tick as ONE ZeroMQ message, a msgpack array of the encoded
 envelopes (zmq.green pays a hub switch per blocking call and libzmq real work per message
@@ -22,14 +23,14 @@ import msgpack
 import zmq as zmq_plain
 import zmq.green as zmq
 
+from cluster import envelopes
 from cluster.codec import packb
+from cluster.envelopes import Malformed, Rec, Recs
 
 log = logging.getLogger("zonechat.bus")
 
 RECV_BATCH = 64            # batches handled before yielding to other greenlets
 LOG_FLUSH = 0.02           # seconds: records wait this long to travel in bigger batches
-LOG_KIND = "rec"
-LOG_BATCH_KIND = "recs"
 
 
 class Bus:
@@ -59,9 +60,9 @@ class Bus:
         self.raw_handler = None
 
     # -- wiring -----------------------------------------------------------------------
-    def on(self, kind: str, handler) -> None:
-        """Register ``handler(env)`` for envelopes whose first element is ``kind``."""
-        self.handlers[kind] = handler
+    def on(self, cls, handler) -> None:
+        """Register ``handler(record)`` for envelopes of type ``cls`` (cluster/envelopes.py)."""
+        self.handlers[cls.KIND] = (cls, handler)
 
     def on_raw(self, handler) -> None:
         """Give every batch to ``handler([raw_bytes, ...])``, its envelopes undecoded (the
@@ -92,8 +93,9 @@ class Bus:
         return sock
 
     # -- sending ----------------------------------------------------------------------
-    def send(self, peer: str, *fields) -> None:
-        self.send_packed(peer, packb(list(fields)))
+    def send(self, peer: str, env) -> None:
+        """Queue one envelope record for ``peer``."""
+        self.send_packed(peer, envelopes.pack(env))
 
     def send_packed(self, peer: str, envelope: bytes) -> None:
         batch = self._pending.get(peer)
@@ -115,7 +117,8 @@ class Bus:
             self.log_drops += 1
             return
         if kind == "stats":
-            self._send_batch(self._log_node, [packb([LOG_KIND, int(time.time() * 1000), self.name, kind, *fields])])
+            stats = Rec(int(time.time() * 1000), self.name, kind, fields[0])
+            self._send_batch(self._log_node, [envelopes.pack(stats)])
             return
         self._records.append([int(time.time() * 1000), kind, *fields])
         if self._records_timer is None:
@@ -128,7 +131,7 @@ class Bus:
         self._records_timer = None
         records, self._records = self._records, []
         if records:
-            self._send_batch(self._log_node, [packb([LOG_BATCH_KIND, len(records), self.name, records])])
+            self._send_batch(self._log_node, [envelopes.pack(Recs(len(records), self.name, records))])
 
     def _schedule(self) -> None:
         """Flush at the end of this tick, but at most once per ``window``: an idle node
@@ -221,14 +224,15 @@ class Bus:
         for raw in batch:
             try:
                 env = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-                handler = handlers[env[0]]
-            except (ValueError, msgpack.UnpackException, KeyError, IndexError, TypeError):
+                cls, handler = handlers[env[0]]
+                record = envelopes.decode(cls, env)
+            except (ValueError, msgpack.UnpackException, KeyError, IndexError, TypeError, Malformed):
                 log.warning("dropping a malformed or unknown envelope on %s", self.name)
                 continue
             try:
-                handler(env)
+                handler(record)
             except Exception:  # one bad envelope must not stop the inbox
-                log.exception("handler for %r failed on %s", env[0], self.name)
+                log.exception("handler for %r failed on %s", cls.KIND, self.name)
 
     def close(self) -> None:
         if self._records_timer is not None:

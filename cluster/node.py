@@ -22,6 +22,7 @@ from gevent.pool import Group
 
 from cluster import config as config_mod
 from cluster.bus import Bus
+from cluster.envelopes import Rep
 
 # Cyclic GC: young collections every 10,000 net allocations instead of 700 (a hot role
 # allocates per message and frees nearly all of it by refcount; a native profile of a
@@ -55,6 +56,10 @@ class Node:
 
     def shutdown(self) -> None:
         """Release role resources after the greenlets stopped."""
+
+    def answer(self, to: str, req: int, body: bytes) -> None:
+        """Answer request ``req`` of node ``to`` with an encoded body (cluster/replies.py)."""
+        self.bus.send(to, Rep(req, body))
 
     def spawn(self, fn, *args, name: str | None = None):
         g = self.greenlets.spawn(fn, *args)

@@ -1,6 +1,6 @@
 """Counters for the operator view: every gate, zone and dc tells center once a second.
 
-One ``stats`` envelope per node per second, ``[stats, node, role, counters]``, queued on
+One ``Stats`` envelope (cluster/envelopes.py) per node per second, queued on
 the bus like any other envelope (it leaves in the next batch to center, so it costs no
 extra ZeroMQ message under load). ``counters`` is a small map of cumulative numbers and
 current sizes, plus ``t`` (the node's clock, seconds): center computes per-second rates
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-STATS_KIND = "stats"
+from cluster.envelopes import Stats
+
 STATS_EVERY = 1.0            # seconds between two reports of one node
 
 
@@ -25,7 +26,7 @@ def report_loop(node, counters, every: float = STATS_EVERY) -> None:
             node.log.exception("stats report of %s failed", node.name)
             continue
         body["t"] = time.time()
-        node.bus.send(center, STATS_KIND, node.name, node.role, body)
+        node.bus.send(center, Stats(node.name, node.role, body))
 
 
 def bus_counters(bus) -> dict:

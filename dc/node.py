@@ -11,8 +11,9 @@ import gevent
 from gevent.event import Event
 
 from cluster import convs
-from cluster.codec import packb
+from cluster.envelopes import Block, Logout, Mod, Recv
 from cluster.node import Node
+from cluster.replies import OK, error, unavailable
 from cluster.stats import bus_counters, report_loop
 from dc.store import ModerationStore, Store, StoreUnavailable
 
@@ -33,9 +34,9 @@ class DcNode(Node):
 
     def setup(self) -> str:
         addr = self.bus.bind()
-        self.bus.on("recv", self.on_recv)
-        self.bus.on("logout", self.on_logout)
-        self.bus.on("block", self.on_block)
+        self.bus.on(Recv, self.on_recv)
+        self.bus.on(Logout, self.on_logout)
+        self.bus.on(Block, self.on_block)
         self.spawn(self.cursor_worker)
         self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
         return addr
@@ -52,8 +53,8 @@ class DcNode(Node):
     def shutdown(self) -> None:
         self.store.close()
 
-    def on_recv(self, env) -> None:
-        _, user, conv, seq = env[:4]
+    def on_recv(self, env: Recv) -> None:
+        user, conv, seq = env
         if conv.startswith("d:") and user not in convs.dm_users(conv):
             return
         if len(self.queue) >= MAX_QUEUE:
@@ -62,8 +63,8 @@ class DcNode(Node):
         self.queue.append(("recv", user, conv, seq))
         self.wake.set()
 
-    def on_logout(self, env) -> None:
-        self.queue.append(("logout", *env[1:5]))
+    def on_logout(self, env: Logout) -> None:
+        self.queue.append(("logout", env))
         self.wake.set()
 
     def cursor_worker(self) -> None:
@@ -77,35 +78,27 @@ class DcNode(Node):
 
     def handle(self, batch) -> None:
         moves = [item[1:] for item in batch if item[0] == "recv"]
-        logouts = [item[1:] for item in batch if item[0] == "logout"]
+        logouts = [item[1] for item in batch if item[0] == "logout"]
         try:
             self.store.move_cursors(moves)
             ok = True
         except StoreUnavailable as exc:
             self.log.warning("cursor moves lost (pushed again at next login): %s", exc)
             ok = False
-        for gate, req, rid, _user in logouts:
-            body = {"t": "ok"} if ok else {"t": "error", "code": "unavailable",
-                                           "reason": "could not store your read position; retry",
-                                           "retry_ms": 1000}
-            if rid is not None:
-                body["rid"] = rid
-            self.bus.send(gate, "rep", req, packb(body))
+        body = OK if ok else unavailable("could not store your read position; retry")
+        for logout in logouts:
+            self.answer(logout.gate, logout.req, body)
 
-    def on_block(self, env) -> None:
+    def on_block(self, env: Block) -> None:
         """Blocks change rarely: written at once, then announced to every zone."""
-        _, gate, req, rid, user, other, on = env[:7]
         try:
-            if not self.store.existing_users([other]):
-                body = {"t": "error", "code": "no_such_user", "reason": f"no user named {other}"}
+            if not self.store.existing_users([env.other]):
+                body = error("no_such_user", f"no user named {env.other}")
             else:
-                self.mod.set_block(user, other, bool(on))
-                body = {"t": "ok"}
+                self.mod.set_block(env.user, env.other, bool(env.on))
+                body = OK
                 for zone in self.zones:
-                    self.bus.send(zone, "mod", "block", user, [other, bool(on)])
+                    self.bus.send(zone, Mod("block", env.user, [env.other, bool(env.on)]))
         except StoreUnavailable:
-            body = {"t": "error", "code": "unavailable", "reason": "storage is unavailable; retry",
-                    "retry_ms": 1000}
-        if rid is not None:
-            body["rid"] = rid
-        self.bus.send(gate, "rep", req, packb(body))
+            body = unavailable("storage is unavailable; retry")
+        self.answer(env.gate, env.req, body)

@@ -1,41 +1,58 @@
 """The gate's delivery side: welcome and offline replay, DMs, holds, rooms, resume.
 
-A mixin of ``GateNode`` (gate/node.py), kept apart so each file tells one story: node.py
-is sockets and requests, this is what arrives from the bus for the sessions.
+A component the gate node holds (``GateNode.delivery``), kept apart so each file tells
+one story: node.py is sockets and requests, this is what arrives from the bus for the
+sessions.
 """
 from __future__ import annotations
 
 import gevent
 
 from cluster.codec import frame, packb, unpackb
-from gate import handlers
+from cluster.envelopes import Dlv, Hello, Rdlv, Resume, Resumed, Sent, Unbind, Welcome
+from cluster.replies import Refused, with_rid
 from gate.session import Session
+
+REPLAY_CHUNK = 256          # replayed frames written per socket drain
 
 
 class Delivery:
-    """Bus handlers that push to sessions; expects the GateNode attributes."""
+    """Bus handlers that push to the gate's sessions."""
 
-    def on_welcome(self, env) -> None:
-        _, req, user, body, replay, blocked = env[:6]
-        entry = self.take(req)
-        if entry is None or entry[0].closed:
-            self.bus.send(self.center_node(), "unbind", user, self.name,
-                          entry[0].sid if entry else -1)
+    def __init__(self, gate):
+        self.gate = gate
+        self.bus = gate.bus
+
+    def handlers(self) -> dict:
+        return {Welcome: self.on_welcome, Sent: self.on_sent, Dlv: self.on_dlv,
+                Hello: self.on_hello, Resumed: self.on_resumed, Rdlv: self.on_rdlv}
+
+    def on_welcome(self, env: Welcome) -> None:
+        gate = self.gate
+        p = gate.requests.take(env.req)
+        if p is None or p.session.closed:
+            self.bus.send(gate.center_node(), Unbind(env.user, gate.name, p.session.sid if p else -1))
             return
-        s = entry[0]
-        if self.logging_in.get(user) is s:
-            del self.logging_in[user]
+        s, user = p.session, env.user
+        if gate.logging_in.get(user) is s:
+            del gate.logging_in[user]
         s.pending_user, s.user = None, user
-        s.blocked = set(blocked)
-        old = self.users.get(user)
-        self.users[user] = s
+        s.blocked = set(env.blocked)
+        old = gate.users.get(user)
+        gate.users[user] = s
         if old is not None and old is not s and not old.closing:
-            self.kick(old, "session_replaced")
-        welcome = unpackb(body)
+            gate.kick(old, "session_replaced")
+        welcome = unpackb(env.body)
         # sys messages up to the welcome's are history, not news: held ones above it follow
         s.seen["sys"] = s.room_floor["sys"] = welcome.get("convs", {}).get("sys", 0)
-        self.reply(s, body, logged=packb(dict(welcome, token="***")))
-        self.start_replay(s, replay)
+        gate.reply(s, with_rid(env.body, p.rid), logged=with_rid(packb(dict(welcome, token="***")), p.rid))
+        self.start_replay(s, env.replay)
+
+    def on_sent(self, env: Sent) -> None:
+        """A zone stored a DM or group message sent here: the sender's ack, then the
+        delivery to this gate's recipients (``rep`` + ``dlv`` in one envelope)."""
+        self.gate.requests.answer(env)
+        self.deliver(env.users, env.conv, env.seq, env.record)
 
     def start_replay(self, s: Session, replay) -> None:
         held, s.held = s.held or [], None
@@ -54,7 +71,7 @@ class Delivery:
                 continue
             s.seen[conv] = seq
             chunk.append(s.encode(record))
-            if len(chunk) >= 256:
+            if len(chunk) >= REPLAY_CHUNK:
                 self._write_chunk(s, chunk)
                 chunk = []
             if s.closed:
@@ -65,9 +82,8 @@ class Delivery:
         self.deliver_held(s, held)
 
     def _write_chunk(self, s: Session, chunk: list) -> None:
-        s.out.extend(chunk)
-        s.out_bytes += sum(len(c) for c in chunk)
-        self.frames_out += len(chunk)
+        s.outbox.extend(chunk)
+        self.gate.frames_out += len(chunk)
         self.bus.record("out", s.sid, s.user, b"", len(chunk))
         s.flush_blocking(timeout=30.0)
 
@@ -75,7 +91,7 @@ class Delivery:
         for conv, seq, data in held:
             self.push_record(s, conv, seq, data)
         if held:
-            self.mark_dirty(s)
+            self.gate.mark_dirty(s)
 
     def push_record(self, s: Session, conv: str, seq: int, data: bytes) -> bool:
         """Queue a framed durable message unless this session already has that seq."""
@@ -84,21 +100,25 @@ class Delivery:
         s.seen[conv] = seq
         return s.queue(data)
 
-    def on_dlv(self, env) -> None:
-        _, users, conv, seq, record = env[:5]
+    def on_dlv(self, env: Dlv) -> None:
+        self.deliver(env.users, env.conv, env.seq, env.record)
+
+    def deliver(self, users: list, conv: str, seq: int, record: bytes) -> None:
+        """A stored DM or group message to the recipients here (framed once)."""
+        gate = self.gate
         data, count, ws_cache = frame(record), 0, {}
         for user in users:
-            s = self.users.get(user)
+            s = gate.users.get(user)
             if s is None or s.held is not None:
-                s = s or self.logging_in.get(user)
+                s = s or gate.logging_in.get(user)
                 if s is not None:
                     self.hold(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache))
                 continue
             if self.push_record(s, conv, seq, data if s.tcp else s.encode_cached(record, ws_cache)):
-                self.mark_dirty(s)
+                gate.mark_dirty(s)
                 count += 1
         if count:
-            self.frames_out += count
+            gate.frames_out += count
             self.bus.record("out", None, None, record, count)
 
     def hold(self, s: Session, conv: str, seq: int, data: bytes) -> None:
@@ -106,16 +126,17 @@ class Delivery:
         the client sees the seq gap and syncs, and replay never makes a session 'slow'."""
         if s.held is None:
             s.held = []
-        if len(s.held) >= self.config.chat.replay_max * 4:
-            self.stats["held_dropped"] += 1
+        if len(s.held) >= self.gate.config.chat.replay_max * 4:
+            self.gate.stats["held_dropped"] += 1
             return
         s.held.append((conv, seq, data))
 
-    def on_hello(self, env) -> None:
+    def on_hello(self, env: Hello) -> None:
         """Center (re)started: tell it who is here."""
-        who = [[user, s.sid] for user, s in self.users.items()]
-        self.bus.send(self.center_node(), *self.presence_envelope(who))
-        for s in list(self.users.values()):
+        gate = self.gate
+        who = [[user, s.sid] for user, s in gate.users.items()]
+        self.bus.send(gate.center_node(), gate.presence(who))
+        for s in list(gate.users.values()):
             self.resume(s)
 
     def resume(self, s: Session) -> None:
@@ -127,15 +148,14 @@ class Delivery:
         if s.held is None and not s.replaying:
             s.held = []
         try:
-            self.forward(s, None, self.center_node(), "resume", s.user, dict(s.seen))
-        except handlers.BadRequest:
+            self.gate.requests.forward(s, None, self.gate.center_node(), Resume, s.user, dict(s.seen))
+        except Refused:
             self.start_replay(s, [])
 
-    def on_resumed(self, env) -> None:
-        entry = self.take(env[1])
-        if entry is not None and not entry[0].closed:
-            self.start_replay(entry[0], env[2])
+    def on_resumed(self, env: Resumed) -> None:
+        p = self.gate.requests.take(env.req)
+        if p is not None and not p.session.closed:
+            self.start_replay(p.session, env.replay)
 
-    def on_rdlv(self, env) -> None:
-        _, conv, seq, record, sender = env[:5]
-        self.rooms.deliver(conv, seq, record, sender)
+    def on_rdlv(self, env: Rdlv) -> None:
+        self.gate.rooms.deliver(env.conv, env.seq, env.record, env.sender)

@@ -2,8 +2,9 @@
 
 Each handler validates its fields (``bad_request``), checks what the gate can check
 without state it does not own (login state, conversation syntax, rate, in-flight bound)
-and forwards the rest to the role that owns it. The rid echo and the ``unknown_type`` /
-``auth_required`` / ``bad_request`` answers happen in ``dispatch`` only.
+and forwards the rest to the role that owns it as an envelope (cluster/envelopes.py). The
+rid echo and the ``unknown_type`` / ``auth_required`` / ``bad_request`` answers happen in
+``dispatch`` only; replies from other roles get their rid in gate/requests.py.
 """
 from __future__ import annotations
 
@@ -11,15 +12,10 @@ import time
 
 from cluster import convs
 from cluster.codec import packb
+from cluster.envelopes import Block, Group, Join, Login, Logout, Recv, Register, RoomInfo, Send, Sync
+from cluster.replies import OK, Refused, with_rid
 
 PUBLIC = {"register", "login", "ping"}
-
-
-class BadRequest(Exception):
-    def __init__(self, code: str, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 def need(msg: dict, key: str, typ, optional: bool = False):
@@ -28,74 +24,71 @@ def need(msg: dict, key: str, typ, optional: bool = False):
         return None
     if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
         kind = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise BadRequest("bad_request", f"field '{key}' must be {kind}")
+        raise Refused("bad_request", f"field '{key}' must be {kind}")
     return value
 
 
 def need_conv(msg: dict, key: str = "conv") -> str:
     conv = need(msg, key, str)
     if not convs.valid(conv):
-        raise BadRequest("bad_conv", f"'{conv}' is not a valid conversation id")
+        raise Refused("bad_conv", f"'{conv}' is not a valid conversation id")
     return conv
 
 
 def need_rid(msg: dict):
     rid = msg.get("rid")
     if rid is not None and (not isinstance(rid, int) or isinstance(rid, bool)):
-        raise BadRequest("bad_request", "field 'rid' must be an int")
+        raise Refused("bad_request", "field 'rid' must be an int")
     return rid
 
 
 def on_register(gate, s, msg, rid):
     user = need(msg, "user", str)
     password = need(msg, "password", str)
-    gate.forward(s, rid, gate.login_node(), "register", user, password, timeout=gate.login_timeout)
+    gate.forward(s, rid, gate.login_node(), Register, user, password, timeout=gate.login_timeout)
 
 
 def on_login(gate, s, msg, rid):
     if s.user is not None or s.pending_user is not None:
-        raise BadRequest("bad_request", "this connection is already logged in")
+        raise Refused("bad_request", "this connection is already logged in")
     version = msg.get("v", 1)
     if version != 1:
-        raise BadRequest("bad_request", "protocol version must be 1")
+        raise Refused("bad_request", "protocol version must be 1")
     user = need(msg, "user", str)
     password = need(msg, "password", str, optional=True)
     token = need(msg, "token", str, optional=True)
     if password is None and token is None:
-        raise BadRequest("bad_request", "login needs 'password' or 'token'")
+        raise Refused("bad_request", "login needs 'password' or 'token'")
     if s.failed.count() >= gate.conf.failed_logins:
-        raise BadRequest("rate_limited", "too many failed logins on this connection; wait a minute")
+        raise Refused("rate_limited", "too many failed logins on this connection; wait a minute")
     s.pending_user = user
     gate.logging_in[user] = s
-    gate.forward(s, rid, gate.login_node(), "login", user, password, token, s.sid,
+    gate.forward(s, rid, gate.login_node(), Login, user, password, token, s.sid,
                  timeout=gate.login_timeout)
 
 
 def on_ping(gate, s, msg, rid):
-    reply = {"t": "pong", "ts": int(time.time() * 1000)}
-    if rid is not None:
-        reply["rid"] = rid
-    gate.reply(s, packb(reply))
+    gate.reply(s, with_rid(packb({"t": "pong", "ts": int(time.time() * 1000)}), rid))
 
 
 def on_send(gate, s, msg, rid):
     conv = need(msg, "conv", str)
     cid = need(msg, "cid", str)
     if "body" not in msg:
-        raise BadRequest("bad_request", "field 'body' is missing")
+        raise Refused("bad_request", "field 'body' is missing")
     if len(cid.encode("utf-8")) > gate.config.chat.cid_max or not cid:
-        raise BadRequest("bad_request", f"field 'cid' must be 1..{gate.config.chat.cid_max} bytes")
+        raise Refused("bad_request", f"field 'cid' must be 1..{gate.config.chat.cid_max} bytes")
     if conv != s.last_conv:             # the syntax check, once per run of sends to a conv
         if not convs.valid(conv):
-            raise BadRequest("bad_conv", f"'{conv}' is not a valid conversation id")
+            raise Refused("bad_conv", f"'{conv}' is not a valid conversation id")
         s.last_conv = conv
     if conv == "sys" or conv.startswith("r:") and conv not in s.rooms:
-        raise BadRequest("not_member", f"you are not a member of {conv}")
+        raise Refused("not_member", f"you are not a member of {conv}")
     over_rate = not s.bucket.take()
     # the store refuses the message after this (Redis' clock): a margin before the gate's
     # own timeout answers unavailable, so an ack in flight still arrives in time
     deadline = int((time.time() + gate.conf.request_timeout * 0.8) * 1000)
-    gate.forward(s, rid, gate.zone_of(conv), "send", s.user, conv, cid, packb(msg["body"]),
+    gate.forward(s, rid, gate.zone_of(conv), Send, s.user, conv, cid, packb(msg["body"]),
                  over_rate, deadline)
 
 
@@ -103,7 +96,7 @@ def on_recv(gate, s, msg, rid):
     conv = need_conv(msg)
     seq = need(msg, "seq", int)
     if conv.startswith(("d:", "g:")):
-        gate.bus.send(gate.dc_node(), "recv", s.user, conv, seq)
+        gate.bus.send(gate.dc_node(), Recv(s.user, conv, seq))
 
 
 def on_sync(gate, s, msg, rid):
@@ -113,27 +106,27 @@ def on_sync(gate, s, msg, rid):
     chat = gate.config.chat
     limit = chat.sync_default if limit is None else max(1, min(limit, chat.sync_max))
     if after < 0:
-        raise BadRequest("bad_request", "field 'after' must be >= 0")
+        raise Refused("bad_request", "field 'after' must be >= 0")
     if conv.startswith("r:") and conv not in s.rooms:
-        raise BadRequest("not_member", f"join {conv} before syncing it")
-    gate.forward(s, rid, gate.zone_of(conv), "sync", s.user, conv, after, limit)
+        raise Refused("not_member", f"join {conv} before syncing it")
+    gate.forward(s, rid, gate.zone_of(conv), Sync, s.user, conv, after, limit)
 
 
 def on_logout(gate, s, msg, rid):
-    gate.forward(s, rid, gate.dc_node(), "logout", s.user)
+    gate.forward(s, rid, gate.dc_node(), Logout, s.user)
 
 
 def need_room(msg: dict) -> str:
     room = need(msg, "room", str)
     if not room.startswith("r:") or not convs.valid(room):
-        raise BadRequest("bad_conv", f"'{room}' is not a room id (r:<name>)")
+        raise Refused("bad_conv", f"'{room}' is not a room id (r:<name>)")
     return room
 
 
 def need_group(msg: dict) -> str:
     group = need(msg, "group", str)
     if not group.startswith("g:") or not convs.valid(group):
-        raise BadRequest("bad_conv", f"'{group}' is not a group id (g:<name>)")
+        raise Refused("bad_conv", f"'{group}' is not a group id (g:<name>)")
     return group
 
 
@@ -141,31 +134,31 @@ def on_join(gate, s, msg, rid):
     room = need_room(msg)
     gate.rooms.join(s, room)
     s.room_hold.setdefault(room, [])
-    gate.forward(s, rid, gate.center_node(), "join", s.user, room)
+    gate.forward(s, rid, gate.center_node(), Join, s.user, room)
 
 
 def on_leave(gate, s, msg, rid):
     gate.rooms.leave(s, need_room(msg))
-    gate.reply(s, ok_body(rid))
+    gate.reply(s, with_rid(OK, rid))
 
 
 def on_room_info(gate, s, msg, rid):
-    gate.forward(s, rid, gate.center_node(), "room_info", s.user, need_room(msg))
+    gate.forward(s, rid, gate.center_node(), RoomInfo, s.user, need_room(msg))
 
 
 def on_group_create(gate, s, msg, rid):
     group = need_group(msg)
     members = need(msg, "members", list)
     if not all(isinstance(m, str) for m in members):
-        raise BadRequest("bad_request", "field 'members' must be a list of user names")
-    gate.forward(s, rid, gate.zone_of(group), "group", s.user, "create", group, members)
+        raise Refused("bad_request", "field 'members' must be a list of user names")
+    gate.forward(s, rid, gate.zone_of(group), Group, s.user, "create", group, members)
 
 
 def group_op(op: str):
     def handler(gate, s, msg, rid):
         group = need_group(msg)
         user = need(msg, "user", str) if op in ("add", "remove") else None
-        gate.forward(s, rid, gate.zone_of(group), "group", s.user, op, group, user)
+        gate.forward(s, rid, gate.zone_of(group), Group, s.user, op, group, user)
     handler.__name__ = f"on_group_{op}"
     return handler
 
@@ -174,15 +167,11 @@ def block_op(on: bool):
     def handler(gate, s, msg, rid):
         other = need(msg, "user", str)
         if not convs.valid_user(other) or other == s.user:
-            raise BadRequest("bad_request", "field 'user' must name another user")
+            raise Refused("bad_request", "field 'user' must name another user")
         (s.blocked.add if on else s.blocked.discard)(other)
-        gate.forward(s, rid, gate.dc_node(), "block", s.user, other, on)
+        gate.forward(s, rid, gate.dc_node(), Block, s.user, other, on)
     handler.__name__ = "on_block" if on else "on_unblock"
     return handler
-
-
-def ok_body(rid) -> bytes:
-    return packb({"t": "ok"} if rid is None else {"t": "ok", "rid": rid})
 
 
 HANDLERS = {
@@ -205,13 +194,6 @@ HANDLERS = {
 }
 
 
-def error_body(code: str, reason: str, rid=None, **extra) -> bytes:
-    body = {"t": "error", "code": code, "reason": reason, **extra}
-    if rid is not None:
-        body["rid"] = rid
-    return packb(body)
-
-
 def dispatch(gate, s, msg: dict) -> None:
     """Run the handler for ``msg['t']``; every refusal becomes one error reply."""
     t = msg["t"]
@@ -219,11 +201,11 @@ def dispatch(gate, s, msg: dict) -> None:
     try:
         handler = gate.handlers.get(t)
         if handler is None:
-            raise BadRequest("unknown_type", f"unknown message type '{t}'")
+            raise Refused("unknown_type", f"unknown message type '{t}'")
         rid = need_rid(msg)
         if t not in PUBLIC and s.user is None:
-            raise BadRequest("auth_required", f"log in before '{t}'")
+            raise Refused("auth_required", f"log in before '{t}'")
         handler(gate, s, msg, rid)
-    except BadRequest as exc:
+    except Refused as exc:
         safe_rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else None
-        gate.reply(s, error_body(exc.code, exc.reason, safe_rid))
+        gate.reply(s, with_rid(exc.body(), safe_rid))

@@ -1,9 +1,11 @@
 """The gate: client sockets in, bus envelopes out, and back.
 
-It knows sockets, not chat: requests are validated and forwarded with a fresh ``req``
-number and a deadline; the owning role answers with ``rep`` (or ``welcome``), which
-pops the request. Deliveries (``dlv``) arrive once per gate and are framed once for all
-local recipients. A restart of any other role leaves the client connections up.
+It knows sockets, not chat: requests are validated (gate/handlers.py) and forwarded with
+a fresh ``req`` number and a deadline (gate/requests.py); the owning role answers with a
+``Rep`` (or ``Welcome``), which pops the request, and the gate adds the client's rid.
+Deliveries arrive once per gate and are framed once for all local recipients
+(gate/delivery.py, gate/rooms.py). A restart of any other role leaves the client
+connections up.
 """
 from __future__ import annotations
 
@@ -14,24 +16,26 @@ import time
 import gevent
 from gevent.pool import Pool
 
-from cluster.codec import ProtocolError, decode_body, packb, unpackb
+from cluster.codec import ProtocolError, decode_body, packb
+from cluster.envelopes import Kick, Presence, Rep, Unbind
 from cluster.node import Node
+from cluster.replies import error
 from cluster.slots import SlotTable
 from gate import handlers
 from gate import stats as gate_stats
-from gate.http import WebServer
 from gate.delivery import Delivery
+from gate.http import WebServer
+from gate.requests import Requests
 from gate.rooms import Rooms
 from gate.session import Session
 from gate.tcp import TcpFront
 
 SWEEP_EVERY = 0.2
-RETRY_MS = 1000
 SLOW_GOODBYE = 10.0      # seconds a slow session gets to read its last frames and kicked{slow}
 REDACT = {"password", "token"}
 
 
-class GateNode(Delivery, Node):
+class GateNode(Node):
     role = "gate"
     inline_inbox = True
 
@@ -43,10 +47,7 @@ class GateNode(Delivery, Node):
         self.sessions: dict = {}        # sid -> Session
         self.users: dict = {}           # user -> logged-in Session
         self.logging_in: dict = {}      # user -> Session whose login is in flight
-        self.pending: dict = {}         # req -> (Session, rid, kind)
-        # timeout -> deque of (deadline, req): one FIFO per timeout length, so each is in
-        # deadline order and a request costs an append, not a heap push
-        self.deadlines: dict = collections.defaultdict(collections.deque)
+        self.requests = Requests(self)
         self.dirty: list = []
         self._flush_scheduled = False
         self.id_base = random.getrandbits(40) << 16    # this incarnation's first id
@@ -55,16 +56,15 @@ class GateNode(Delivery, Node):
         self.stats = collections.Counter()
         self.frames_in = self.frames_out = self.closed_dropped = 0    # ops view: gate/stats.py
         self.rooms = Rooms(self)
+        self.delivery = Delivery(self)
         self.server = None
         self.web = None                 # HTTP + WebSocket on ws_port (gate/http.py)
 
     # -- wiring -------------------------------------------------------------------------
     def setup(self) -> str:
         self.bus.bind()
-        for kind, fn in (("rep", self.on_rep), ("sent", self.on_sent), ("welcome", self.on_welcome), ("dlv", self.on_dlv),
-                         ("kick", self.on_kick), ("hello", self.on_hello), ("rdlv", self.on_rdlv),
-                         ("resumed", self.on_resumed)):
-            self.bus.on(kind, fn)
+        for cls, fn in {Rep: self.requests.answer, Kick: self.on_kick, **self.delivery.handlers()}.items():
+            self.bus.on(cls, fn)
         self.server = TcpFront(self, self.spec.host, self.spec.tcp_port)
         self.server.start()
         if self.spec.ws_port is not None:
@@ -72,7 +72,7 @@ class GateNode(Delivery, Node):
             self.web.start()
         self.spawn(self.deadline_worker)
         gate_stats.start(self)
-        self.bus.send(self.center_node(), *self.presence_envelope([]))
+        self.bus.send(self.center_node(), self.presence([]))
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
     def shutdown(self) -> None:
@@ -91,11 +91,11 @@ class GateNode(Delivery, Node):
         self.last_id += 1
         return self.last_id
 
-    def presence_envelope(self, who: list) -> tuple:
+    def presence(self, who: list) -> Presence:
         """A gate's sessions as of now: ids up to last_id issued by this incarnation, and
         the logins in flight (center keeps, but does not add, their binds)."""
         pending = [[user, s.sid] for user, s in self.logging_in.items()]
-        return ("presence", self.name, who, self.rooms.counts(), self.id_base, self.last_id, pending)
+        return Presence(self.name, who, self.rooms.counts(), self.id_base, self.last_id, pending)
 
     def login_node(self) -> str:
         return self.config.nodes_of("login")[0].name
@@ -109,11 +109,21 @@ class GateNode(Delivery, Node):
     def zone_of(self, conv: str) -> str:
         return self.table.zone_of(conv)
 
+    def forward(self, s: Session, rid, peer: str, cls, *fields, timeout=None) -> None:
+        """A client request on to ``peer`` as ``cls(gate, req, *fields)``."""
+        self.requests.forward(s, rid, peer, cls, *fields, timeout=timeout)
+
     # -- the connection (read by gate/tcp.py, or gate/ws.py for WebSocket) ---------------
-    def open_session(self, sock, peer) -> Session:
-        s = Session(self.new_id(), sock, peer, self.conf, self.kick_slow)
+    def open_session(self, sock, peer, cls=Session, **extra) -> Session:
+        """Every connection, TCP or WebSocket, starts here; ``close_session`` ends it."""
+        s = cls(self.new_id(), sock, peer, self.conf, self.kick_slow, **extra)
         s.on_close = self.close_session
+        now = time.monotonic()
+        s.login_by = now + self.conf.login_timeout
+        s.last_rx = now
         self.sessions[s.sid] = s
+        if not s.tcp:
+            self.stats["ws_sessions"] += 1
         return s
 
     def time_left(self, s: Session, now: float) -> float:
@@ -130,7 +140,7 @@ class GateNode(Delivery, Node):
             # frames that came whole before a bad length are answered first
             if exc.frames and not self.handle_frames(s, exc.frames):
                 return False
-            self.reply(s, handlers.error_body(exc.code, exc.reason))
+            self.reply(s, error(exc.code, exc.reason))
             self.close_now(s)
             return False
 
@@ -140,7 +150,7 @@ class GateNode(Delivery, Node):
             try:
                 msg = decode_body(body)
             except ProtocolError as exc:
-                self.reply(s, handlers.error_body(exc.code, exc.reason))
+                self.reply(s, error(exc.code, exc.reason))
                 self.close_now(s)
                 return False
             self.record_in(s, msg, body)
@@ -189,9 +199,7 @@ class GateNode(Delivery, Node):
         if s.closing:
             return
         self.stats["kicked_slow"] += 1
-        s.cut_to_whole_frames()
-        s.out.append(s.encode(packb({"t": "kicked", "reason": "slow"})))
-        s.out_bytes += len(s.out[-1])
+        s.last_frame(s.encode(packb({"t": "kicked", "reason": "slow"})))
         s.closing = True
         gevent.spawn(self._finish_close, s, SLOW_GOODBYE)
 
@@ -220,95 +228,24 @@ class GateNode(Delivery, Node):
         if s.user is not None:
             if self.users.get(s.user) is s:
                 del self.users[s.user]
-            self.bus.send(self.center_node(), "unbind", s.user, self.name, s.sid)
+            self.bus.send(self.center_node(), Unbind(s.user, self.name, s.sid))
 
-    # -- requests -----------------------------------------------------------------------
-    def forward(self, s: Session, rid, peer: str, kind: str, *fields, timeout=None) -> None:
-        if s.inflight >= self.conf.max_inflight:
-            raise handlers.BadRequest("rate_limited", "too many requests in flight; wait for replies")
-        req = self.new_id()
-        s.inflight += 1
-        self.pending[req] = (s, rid, kind, fields[1] if kind == "join" else None)
-        timeout = timeout or self.conf.request_timeout
-        self.deadlines[timeout].append((time.monotonic() + timeout, req))
-        self.bus.send(peer, kind, self.name, req, rid, *fields)
-
-    def take(self, req: int):
-        entry = self.pending.pop(req, None)
-        if entry is not None:
-            entry[0].inflight -= 1
-        return entry
-
-    def deadline_worker(self) -> None:
-        """Requests with no reply by their deadline answer ``unavailable``."""
-        while True:
-            gevent.sleep(SWEEP_EVERY)
-            self.server.sweep()
-            for req in self.due_requests(time.monotonic()):
-                entry = self.take(req)
-                if entry is not None:
-                    self.time_out(*entry)
-
-    def due_requests(self, now: float) -> list:
-        """Requests whose deadline passed (answered ones included: take() skips them)."""
-        due = []
-        for fifo in self.deadlines.values():
-            while fifo and fifo[0][0] <= now:
-                due.append(fifo.popleft()[1])
-        return due
-
-    def time_out(self, s: Session, rid, kind: str, note) -> None:
-        self.stats["timeouts"] += 1
-        if kind == "login":
-            self._login_failed(s)
-        elif kind == "join":
-            self.rooms.leave(s, note)
-        if kind == "resume":
-            self.start_replay(s, [])
-        elif not s.closed:
-            self.reply(s, handlers.error_body(
-                "unavailable", f"no answer to '{kind}' in time; retry later", rid,
-                retry_ms=RETRY_MS))
-
-    # -- bus handlers -------------------------------------------------------------------
-    def on_rep(self, env) -> None:
-        _, req, body = env[:3]
-        entry = self.take(req)
-        if entry is None:
-            return
-        s, _rid, kind, note = entry
-        if kind == "resume":
-            self.start_replay(s, [])
-            return
-        if kind == "login":
-            self._login_failed(s)
-            s.failed.add()
-        if s.closed:
-            return
-        self.reply(s, body)
-        if kind == "logout" and unpackb(body).get("t") == "ok":
-            self.close_now(s)
-        elif kind == "join":
-            if len(env) > 3:
-                self.rooms.joined(s, note, env[3])
-            else:
-                self.rooms.leave(s, note)
-
-    def on_sent(self, env) -> None:
-        """A zone stored a DM or group message sent here: the sender's ack, then the
-        delivery to this gate's recipients (``rep`` + ``dlv`` in one envelope)."""
-        _, req, body, users, conv, seq, record = env[:7]
-        self.on_rep((None, req, body))
-        self.on_dlv((None, users, conv, seq, record))
-
-    def _login_failed(self, s: Session) -> None:
+    def login_failed(self, s: Session) -> None:
+        """A login in flight ended without a welcome."""
         if s.pending_user and self.logging_in.get(s.pending_user) is s:
             del self.logging_in[s.pending_user]
         s.pending_user = None
         s.held = None
 
-    def on_kick(self, env) -> None:
-        _, sid, reason = env[:3]
-        s = self.sessions.get(sid)
+    # -- workers and bus handlers -------------------------------------------------------
+    def deadline_worker(self) -> None:
+        """Login and idle timeouts (the TCP wheel) and request deadlines."""
+        while True:
+            gevent.sleep(SWEEP_EVERY)
+            self.server.sweep()
+            self.requests.expire(time.monotonic())
+
+    def on_kick(self, env: Kick) -> None:
+        s = self.sessions.get(env.sid)
         if s is not None and not s.closing:
-            self.kick(s, reason)
+            self.kick(s, env.reason)

@@ -15,6 +15,7 @@ import time
 import gevent
 
 from cluster.codec import frame
+from cluster.envelopes import RoomCount
 
 WINDOW_PER_MEMBER = 20e-6     # seconds of fan-out window per local member
 MAX_WINDOW = 0.05             # never hold a room message longer than this
@@ -58,7 +59,7 @@ class Rooms:
 
     def _count_changed(self, room: str) -> None:
         gate = self.gate
-        gate.bus.send(gate.center_node(), "roomcount", gate.name, room, len(self.members.get(room, ())))
+        gate.bus.send(gate.center_node(), RoomCount(gate.name, room, len(self.members.get(room, ()))))
 
     def joined(self, s, room: str, last_seq: int) -> None:
         """The `joined` reply went out: release what arrived meanwhile, past last_seq."""
@@ -122,8 +123,7 @@ class Rooms:
         senders = {sender for _seq, _record, sender in entries}
         counts, fast = [0] * len(entries), 0
         for s in self.targets(conv):
-            if (s.tcp and not s.out and not s.live and not s.draining and not s.closing
-                    and s.user not in senders and conv not in s.room_hold
+            if (s.tcp and s.idle() and s.user not in senders and conv not in s.room_hold
                     and (not s.blocked or s.blocked.isdisjoint(senders))
                     and (not s.room_floor or conv not in s.room_floor)):
                 fast += s.send_now(data, frames)
@@ -138,7 +138,7 @@ class Rooms:
         the session (released after the welcome, above welcome.convs.sys)."""
         for s in list(self.gate.logging_in.values()):
             for (seq, record, _sender), data in zip(entries, frames):
-                self.gate.hold(s, "sys", seq, data if s.tcp else s.encode_cached(record, {}))
+                self.gate.delivery.hold(s, "sys", seq, data if s.tcp else s.encode_cached(record, {}))
 
     def one_by_one(self, s, conv: str, entries: list, frames: list, counts: list) -> None:
         """The slow path: senders, blocks, holds, WebSocket encodings, a busy outbox."""

@@ -1,20 +1,24 @@
-"""A client session on a gate: its socket, its bounded outbox and its per-user limits.
+"""A client session on a gate: its socket, its outbox (``gate/outbox.py``) and its
+per-user limits.
 
-Writes coalesce: ``push`` only appends to the outbox; the gate flushes every dirty
+Writes coalesce: ``queue`` only appends to the outbox; the gate flushes every dirty
 session once at the end of the loop tick with one non-blocking ``send()`` of everything
 pending. A partial write leaves the rest in the outbox and a ``drain`` greenlet waits for
-the socket to become writable. Outbox policy at ``outbox_bytes``: live room/sys frames
-drop the oldest live frames (counted); anything else disconnects the session as ``slow``.
+the socket to become writable. What the session sees of the chat (seqs pushed, frames
+held behind a replay or a join) is kept here too, and changed by the gate's delivery
+side (``gate/delivery.py``, ``gate/rooms.py``).
 """
 from __future__ import annotations
 
 import collections
+import functools
 import time
 
 import gevent
 from gevent import socket as gsocket
 
 from cluster.codec import FrameReader, frame
+from gate.outbox import Outbox
 
 DRAIN_TIMEOUT = 30.0
 
@@ -60,10 +64,9 @@ class WindowCounter:
 
 class Session:
     __slots__ = (
-        "sid", "sock", "peer", "user", "pending_user", "reader", "out", "out_bytes",
+        "sid", "sock", "peer", "user", "pending_user", "reader", "outbox",
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
-        "replaying", "inflight", "limit", "on_slow", "rooms", "json",
-        "live", "live_bytes", "dropped", "room_hold", "blocked", "head_left", "room_floor",
+        "replaying", "inflight", "rooms", "json", "room_hold", "blocked", "room_floor",
         "watcher", "on_close", "login_by", "last_rx", "last_conv",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
@@ -75,8 +78,7 @@ class Session:
         self.user: str | None = None
         self.pending_user: str | None = None     # a login for this user is in flight
         self.reader = FrameReader(gate_conf.max_frame)
-        self.out: list = []
-        self.out_bytes = 0
+        self.outbox = Outbox(gate_conf.outbox_bytes, functools.partial(on_slow, self))
         self.dirty = False
         self.draining = False
         self.closed = False
@@ -87,16 +89,10 @@ class Session:
         self.held: list | None = None  # live frames held back while offline replay runs
         self.replaying = False
         self.inflight = 0
-        self.limit = gate_conf.outbox_bytes
-        self.on_slow = on_slow
         self.rooms: set = set()
         self.json = False
-        self.live: collections.deque = collections.deque()   # room/sys frames: drop-oldest
-        self.live_bytes = 0
-        self.dropped = 0
         self.room_hold: dict = {}     # room -> [(seq, data)] held until `joined` is sent
         self.blocked: set = set()
-        self.head_left = 0            # bytes of a partly sent frame at the head of `out`
         self.room_floor: dict = {}    # room -> joined.last_seq until a later seq arrives
         self.watcher = None           # TCP: the libev read watcher (gate/tcp.py)
         self.on_close = None          # called once the socket is closed
@@ -111,55 +107,20 @@ class Session:
         """Append framed bytes; False (and the session is kicked as slow) past the bound."""
         if self.closed or self.closing:
             return False
-        if self.out_bytes + len(data) > self.limit and self.out_bytes:
-            self.on_slow(self)
-            return False
-        self.out.append(data)
-        self.out_bytes += len(data)
-        return True
+        return self.outbox.queue(data)
 
     def queue_live(self, data: bytes) -> None:
         """Room and sys traffic: past the bound the oldest live frames go (a visible seq gap)."""
-        if self.closed or self.closing:
-            return
-        self.live.append(data)
-        self.live_bytes += len(data)
-        while self.live_bytes > self.limit and len(self.live) > 1:
-            self.live_bytes -= len(self.live.popleft())
-            self.dropped += 1
+        if not (self.closed or self.closing):
+            self.outbox.queue_live(data)
 
-    def _send_some(self) -> bool:
-        """One non-blocking send of everything pending (replies and durable frames first,
-        then live frames); True when all of it went out. OSError when the peer is gone."""
-        if self.live:
-            self.out.extend(self.live)
-            self.live.clear()
-            self.live_bytes = 0
-        parts = self.out
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        try:
-            sent = self.sock.send(data, 0, 0.0)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            self.out, self.out_bytes, self.head_left = [], 0, 0
-            return True
-        self._keep_unsent(parts, sent)
-        return False
+    @property
+    def dropped(self) -> int:
+        return self.outbox.dropped
 
-    def _keep_unsent(self, parts: list, sent: int) -> None:
-        """Keep what was not sent, frame by frame; ``head_left`` counts the bytes of a frame
-        already partly on the wire, which must go out whole before anything else."""
-        k = 0
-        while sent >= len(parts[k]):
-            sent -= len(parts[k])
-            k += 1
-        if sent:
-            self.head_left = len(parts[k]) - sent
-        elif k:
-            self.head_left = 0
-        self.out = [parts[k][sent:], *parts[k + 1:]]
-        self.out_bytes = sum(len(p) for p in self.out)
+    def idle(self) -> bool:
+        """Nothing queued, nothing being written: the room fast path may write at once."""
+        return not self.outbox and not self.draining and not self.closing
 
     def send_now(self, data: bytes, frames: list) -> int:
         """Room fast path: ``data`` (= ``frames`` joined) straight to the socket; what does
@@ -172,33 +133,18 @@ class Session:
             self.abort()
             return 0
         if sent < len(data):
-            self._keep_live(frames, sent)
+            self.outbox.keep_live(frames, sent)
             self.draining = True
             gevent.spawn(self._drain)
         return 1
 
-    def _keep_live(self, frames: list, sent: int) -> None:
-        """The part of a frame already on the wire must follow; whole frames left over are
-        live traffic again (droppable, oldest first)."""
-        k = 0
-        while sent >= len(frames[k]):
-            sent -= len(frames[k])
-            k += 1
-        if sent:
-            self.out = [frames[k][sent:]]
-            self.out_bytes = len(self.out[0])
-            self.head_left = self.out_bytes
-            k += 1
-        for f in frames[k:]:
-            self.queue_live(f)
-
     def flush(self) -> None:
         """One non-blocking send of everything pending; the rest waits for a drain."""
         self.dirty = False
-        if self.closed or self.draining or not (self.out or self.live):
+        if self.closed or self.draining or not self.outbox:
             return
         try:
-            if self._send_some():
+            if self.outbox.send_some(self.sock):
                 return
         except OSError:
             self.abort()
@@ -208,9 +154,9 @@ class Session:
 
     def _drain(self) -> None:
         try:
-            while (self.out or self.live) and not self.closed:
+            while self.outbox and not self.closed:
                 gsocket.wait_write(self.sock.fileno(), timeout=DRAIN_TIMEOUT)
-                self._send_some()
+                self.outbox.send_some(self.sock)
         except (OSError, gsocket.timeout):
             self.abort()
         finally:
@@ -219,9 +165,9 @@ class Session:
     def flush_blocking(self, timeout: float = 2.0) -> None:
         """Write out everything now (before a close), waiting at most ``timeout``."""
         deadline = time.monotonic() + timeout
-        while (self.out or self.live) and not self.closed:
+        while self.outbox and not self.closed:
             try:
-                if self._send_some():
+                if self.outbox.send_some(self.sock):
                     return
             except OSError:
                 return
@@ -233,20 +179,17 @@ class Session:
             except gsocket.timeout:
                 return
 
-    def cut_to_whole_frames(self) -> None:
-        """Before a last frame (kicked): drop the queue but finish a frame partly sent."""
-        self.out = [self.out[0]] if self.head_left and self.out else []
-        self.out_bytes = sum(len(p) for p in self.out)
-        self.live.clear()
-        self.live_bytes = 0
+    def last_frame(self, data: bytes) -> None:
+        """A goodbye (kicked slow): the queue goes, but a frame partly sent is finished."""
+        self.outbox.cut_to_whole_frames()
+        self.outbox.append_last(data)
 
     def abort(self) -> None:
         """Close the socket now (its read watcher first) and tell the gate."""
         if self.closed:
             return
         self.closed = True
-        self.out = []
-        self.out_bytes = 0
+        self.outbox.clear()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None

@@ -31,5 +31,5 @@ def counters(gate) -> dict:
         "live_dropped": gate.closed_dropped + sum(s.dropped for s in sessions),
         "held_dropped": gate.stats["held_dropped"], "timeouts": gate.stats["timeouts"],
         "kicks": {k[len(KICKED):]: n for k, n in gate.stats.items() if k.startswith(KICKED)},
-        "pending": len(gate.pending), **bus_counters(gate.bus),
+        "pending": len(gate.requests), **bus_counters(gate.bus),
     }

@@ -89,9 +89,6 @@ class TcpFront:
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         sock.settimeout(0.0)
         s = self.gate.open_session(sock, peer)
-        now = time.monotonic()
-        s.login_by = now + self.gate.conf.login_timeout
-        s.last_rx = now
         s.watcher = self.loop.io(sock.fileno(), 1)
         s.watcher.start(self._readable, s)
         self._file(s, s.login_by)

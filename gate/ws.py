@@ -29,6 +29,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from cluster.codec import ProtocolError, decode_body, decode_json, packb, unpackb
+from cluster.replies import error
 from gate import handlers
 from gate.session import Session
 
@@ -87,13 +88,8 @@ class WsSession(Session):
         """Before a close: our close frame goes out after everything queued."""
         if (self.closing or self.close_code is not None) and self.ws.state is OPEN:
             code = self.close_code or CloseReason.NORMAL_CLOSURE
-            if self.live:                # live room frames go before the close, not after
-                self.out.extend(self.live)
-                self.out_bytes += self.live_bytes
-                self.live.clear()
-                self.live_bytes = 0
-            self.out.append(bytes(self.ws.send(CloseConnection(code=code, reason=self.close_reason))))
-            self.out_bytes += len(self.out[-1])
+            # after everything queued, live room frames included
+            self.outbox.append_last(bytes(self.ws.send(CloseConnection(code=code, reason=self.close_reason))))
         super().flush_blocking(timeout)
 
 
@@ -171,10 +167,7 @@ def serve(gate, sock, peer, raw: bytes, origin_ok) -> None:
     if ws is None:
         return
     sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-    sid = gate.new_id()
-    s = WsSession(sid, sock, peer, gate.conf, gate.kick_slow, ws)
-    gate.sessions[sid] = s
-    gate.stats["ws_sessions"] += 1
+    s = gate.open_session(sock, peer, WsSession, ws=ws)
     try:
         read_loop(gate, s)
         if s.closing:                    # error/kicked and our close frame go out first
@@ -215,7 +208,7 @@ def ingest(gate, s: WsSession, data: bytes) -> bool:
         if s.close_code is None:
             s.close_code = CloseReason.INVALID_FRAME_PAYLOAD_DATA
         s.close_reason = "bad_frame"
-        gate.reply(s, handlers.error_body(exc.code, exc.reason))
+        gate.reply(s, error(exc.code, exc.reason))
         gate.close_now(s)
         return False
     return True

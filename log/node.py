@@ -24,12 +24,13 @@ import msgpack
 from gevent.event import Event
 
 from cluster import logfile
-from cluster.bus import LOG_KIND
+from cluster.codec import array_header, packb
+from cluster.envelopes import Recs
 from cluster.node import Node
 
 BACKLOG_BYTES_MAX = 64 * 1024 * 1024
 STATS_MARK = b"\xa5stats"     # msgpack of the string "stats": such records are decoded
-RECS_HEAD = b"\x94\xa4recs"   # msgpack of a 4-array starting with the string "recs"
+RECS_HEAD = array_header(Recs.ARITY + 1) + packb(Recs.KIND)   # how every Recs envelope starts
 UINT_WIDTH = {0xcc: 1, 0xcd: 2, 0xce: 4}    # msgpack uint8/16/32 tags: bytes that follow
 WRITE_EVERY = 0.05             # seconds between disk writes at most
 STATS_INTERVAL = 10.0          # seconds between the log node's own stats records
@@ -104,7 +105,6 @@ class LogNode(Node):
     def setup(self) -> str:
         self.writer.open()
         self.log.info("writing records to %s", self.writer.path)
-        self.bus.on(LOG_KIND, self.on_record)
         self.bus.on_raw(self.on_raw)
         addr = self.bus.bind()
         self._writer_greenlet = self.spawn(self.disk_writer, name="disk_writer")
@@ -113,14 +113,18 @@ class LogNode(Node):
 
     # -- hot path: the inbox ------------------------------------------------------------
     def on_record(self, env: list) -> None:
-        """``["rec", ts_ms, node, kind, *fields]`` -> backlog (encoded, not yet written)."""
+        """A decoded ``Rec`` envelope, ``["rec", ts_ms, node, kind, *fields]`` -> backlog
+        (encoded, not yet written); a ``stats`` record's counters are noted."""
         self.received += 1
-        if len(env) < 4 or not isinstance(env[1], (int, float)):
-            self.malformed += 1
-            return
-        if env[3] == "stats" and len(env) > 4:
-            self._note_stats(env[2], env[4])
-        self.append(env[1:])
+        match env:
+            case [_, int() | float() as ts, node, kind, *fields]:
+                pass
+            case _:
+                self.malformed += 1
+                return
+        if kind == "stats" and fields:
+            self._note_stats(node, fields[0])
+        self.append([ts, node, kind, *fields])
 
     def on_raw(self, batch: list) -> None:
         """The hot path: envelopes go to the backlog as they came (no decode, no encode),

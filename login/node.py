@@ -19,22 +19,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from gevent.event import AsyncResult
 from gevent.pool import Pool
 
-from cluster import convs
+from cluster import convs, tokens
 from cluster.codec import packb, unpackb
+from cluster.envelopes import Bind, Bound, Login, Register, Resume, Resumed, Welcome
 from cluster.node import Node
+from cluster.replies import OK, Refused, unavailable
 from dc.store import Store, StoreUnavailable
-from cluster import tokens
 
 BIND_TIMEOUT = 3.0
 MAX_LOGINS = 200
 MIN_PASSWORD = 8
 RESERVED = {"system"}
-
-
-class Refused(Exception):
-    def __init__(self, code: str, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 class LoginNode(Node):
@@ -54,10 +49,10 @@ class LoginNode(Node):
 
     def setup(self) -> str:
         addr = self.bus.bind()
-        self.bus.on("register", lambda env: self.run(self.register, env))
-        self.bus.on("login", lambda env: self.run(self.login, env))
-        self.bus.on("bound", self.on_bound)
-        self.bus.on("resume", lambda env: self.run(self.resume, env))
+        self.bus.on(Register, lambda env: self.run(self.register, env))
+        self.bus.on(Login, lambda env: self.run(self.login, env))
+        self.bus.on(Bound, self.on_bound)
+        self.bus.on(Resume, lambda env: self.run(self.resume, env))
         return addr
 
     def shutdown(self) -> None:
@@ -65,30 +60,24 @@ class LoginNode(Node):
         self.store.close()
 
     def run(self, fn, env) -> None:
-        gate, req, rid = env[1], env[2], env[3]
+        """``fn(env)`` in the bounded pool; a request it cannot take answers unavailable."""
         if self.pool.full():
-            self.reply(gate, req, rid, "unavailable", "login is busy; retry", retry_ms=500)
+            self.answer(env.gate, env.req, unavailable("login is busy; retry", retry_ms=500))
             return
         self.pool.spawn(self._guarded, fn, env)
 
     def _guarded(self, fn, env) -> None:
-        gate, req, rid = env[1], env[2], env[3]
         try:
-            fn(*env[1:])
+            fn(env)
         except Refused as exc:
-            self.reply(gate, req, rid, exc.code, exc.reason)
+            self.answer(env.gate, env.req, exc.body())
         except StoreUnavailable as exc:
             self.log.warning("store unavailable: %s", exc)
-            self.reply(gate, req, rid, "unavailable", "storage is unavailable; retry", retry_ms=1000)
-
-    def reply(self, gate, req, rid, code: str, reason: str, **extra) -> None:
-        body = {"t": "error", "code": code, "reason": reason, **extra}
-        if rid is not None:
-            body["rid"] = rid
-        self.bus.send(gate, "rep", req, packb(body))
+            self.answer(env.gate, env.req, unavailable("storage is unavailable; retry"))
 
     # -- register -----------------------------------------------------------------------
-    def register(self, gate, req, rid, user, password, *_) -> None:
+    def register(self, env: Register) -> None:
+        user, password = env.user, env.password
         if not convs.valid_user(user) or user in RESERVED:
             raise Refused("bad_name", "user names are 1-32 of A-Z a-z 0-9 _ . - (and not 'system')")
         if len(password) < MIN_PASSWORD:
@@ -96,29 +85,27 @@ class LoginNode(Node):
         pwhash = gevent.get_hub().threadpool.apply(self.hasher.hash, (password,))
         if not self.store.create_user(user, pwhash):
             raise Refused("user_exists", f"the name {user} is taken")
-        body = {"t": "ok"} if rid is None else {"t": "ok", "rid": rid}
-        self.bus.send(gate, "rep", req, packb(body))
+        self.answer(env.gate, env.req, OK)
 
     # -- login --------------------------------------------------------------------------
-    def login(self, gate, req, rid, user, password, token, sid, *_) -> None:
-        record, blocked = self.authenticate(user, password, token)
+    def login(self, env: Login) -> None:
+        user = env.user
+        record, blocked = self.authenticate(user, env.password, env.token)
         if record.get("ban"):
             raise Refused("auth_failed", f"this account is banned: {record['ban']}")
-        self.bind(user, gate, sid)
+        self.bind(user, env.gate, env.sid)
         token, expires = tokens.mint(self.config.cluster.secret, user, self.conf.token_ttl)
         last, replay = self.store.welcome_state(user, self.config.chat.replay_max)
         body = {"t": "welcome", "user": user, "token": token, "expires": expires,
                 "convs": last, "ts": int(time.time() * 1000)}
-        if rid is not None:
-            body["rid"] = rid
-        self.bus.send(gate, "welcome", req, user, packb(body), replay, sorted(blocked))
+        self.bus.send(env.gate, Welcome(env.req, user, packb(body), replay, sorted(blocked)))
 
-    def resume(self, gate, req, rid, user, seen, *_) -> None:
+    def resume(self, env: Resume) -> None:
         """After a center restart: what a session may have missed, above what it has."""
-        _last, replay = self.store.welcome_state(user, self.config.chat.replay_max, floors=seen)
+        _last, replay = self.store.welcome_state(env.user, self.config.chat.replay_max, floors=env.seen)
         # the session's own sends were acked, never pushed: pushing them now would echo them
-        replay = [item for item in replay if unpackb(item[2]).get("from") != user]
-        self.bus.send(gate, "resumed", req, replay)
+        replay = [item for item in replay if unpackb(item[2]).get("from") != env.user]
+        self.bus.send(env.gate, Resumed(env.req, replay))
 
     def authenticate(self, user, password, token) -> tuple[dict, set]:
         """(the user record, the users it blocked), or Refused."""
@@ -149,7 +136,7 @@ class LoginNode(Node):
     def bind(self, user, gate, sid) -> None:
         bind_id = next(self._bind_ids)
         result = self.binds[bind_id] = AsyncResult()
-        self.bus.send(self.center, "bind", user, gate, sid, self.name, bind_id)
+        self.bus.send(self.center, Bind(user, gate, sid, self.name, bind_id))
         try:
             result.get(timeout=BIND_TIMEOUT)
         except gevent.Timeout:
@@ -157,7 +144,7 @@ class LoginNode(Node):
         finally:
             self.binds.pop(bind_id, None)
 
-    def on_bound(self, env) -> None:
-        result = self.binds.get(env[1])
+    def on_bound(self, env: Bound) -> None:
+        result = self.binds.get(env.bind_id)
         if result is not None:
             result.set(True)

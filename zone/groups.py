@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dc.store import GroupStore
-from zone.checks import Refused
+from cluster.replies import Refused
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import re
 from cluster.codec import packb, unpackb
 
 from dc.store import ModerationStore
-from zone.checks import Refused
+from cluster.replies import Refused
 
 BLOCK_MEMORY = 100000    # users whose block lists are cached
 DUP_MEMORY = 100000       # (room, user, body) entries remembered for duplicate suppression
@@ -28,7 +28,7 @@ class Moderation:
         self.blocks: collections.OrderedDict = collections.OrderedDict()   # user -> set, LRU
 
     def on_change(self, env) -> None:
-        _, what, key, value = env[:4]
+        what, key, value = env      # a Mod envelope
         if what == "mute":
             if value:
                 self.mutes[key] = value

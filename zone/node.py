@@ -16,16 +16,18 @@ import time
 import gevent
 from gevent.event import Event
 
-from cluster import convs
+from cluster import config as config_mod
+from cluster import convs, envelopes
 from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
+from cluster.envelopes import Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync
 from cluster.node import Node
+from cluster.replies import OK, Refused
 from cluster.slots import SlotTable
 from cluster.stats import bus_counters, report_loop
 from dc.store import Store, StoreItem, StoreUnavailable
-from zone.checks import GroupReq, JoinReq, PostReq, Refused, SendReq, SyncReq
 from zone.groups import Groups
-from cluster import config as config_mod
 from zone.moderation import Moderation, WordFilter
+from zone.requests import PostReq, SendReq
 
 MAX_BATCH = 2000
 TICK_FULL = 8            # requests in a tick that earn the next tick the whole tick_window
@@ -55,12 +57,11 @@ class ZoneNode(Node):
 
     def setup(self) -> str:
         addr = self.bus.bind()
-        self.bus.on("send", lambda env: self.enqueue(SendReq(*env[1:10])))
-        self.bus.on("sync", lambda env: self.enqueue(SyncReq(*env[1:8])))
-        self.bus.on("join", lambda env: self.enqueue(JoinReq(*env[1:7])))
-        self.bus.on("group", lambda env: self.enqueue(GroupReq(*env[1:8])))
-        self.bus.on("post", lambda env: self.enqueue(PostReq(*env[1:6])))
-        self.bus.on("mod", self.on_mod)
+        self.bus.on(Send, lambda env: self.enqueue(SendReq(*env)))
+        self.bus.on(Post, lambda env: self.enqueue(PostReq(*env)))
+        for cls in (Sync, Join, Group):         # read as they came
+            self.bus.on(cls, self.enqueue)
+        self.bus.on(Mod, self.on_mod)
         self.spawn(self.tick_worker)
         self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
         return addr
@@ -83,8 +84,8 @@ class ZoneNode(Node):
     def shutdown(self) -> None:
         self.store.close()
 
-    def on_mod(self, env) -> None:
-        if env[1] == "reload":
+    def on_mod(self, env: Mod) -> None:
+        if env.what == "reload":
             self.reload_filter()
         else:
             self.mod.on_change(env)
@@ -126,7 +127,7 @@ class ZoneNode(Node):
         try:
             if kind in (SendReq, PostReq):
                 self.handle_sends(run)
-            elif kind is SyncReq:
+            elif kind is Sync:
                 self.handle_syncs(run)
             else:
                 for r in run:
@@ -134,30 +135,23 @@ class ZoneNode(Node):
         except StoreUnavailable as exc:
             self.log.warning("store unavailable: %s", exc)
             for r in run:
-                self.error(r, "unavailable", "storage is unavailable; retry later", retry_ms=1000)
+                self.refuse(r, Refused("unavailable", "storage is unavailable; retry later", retry_ms=1000))
 
     # -- replies --------------------------------------------------------------------------
-    def reply(self, r, body: dict) -> None:
+    def reply(self, r, body: bytes, last_seq: int | None = None) -> None:
         if r.gate is not None:
-            self.bus.send(r.gate, "rep", r.req, self.reply_body(r, body))
+            self.bus.send(r.gate, Rep(r.req, body, last_seq))
 
-    @staticmethod
-    def reply_body(r, body: dict) -> bytes:
-        """``body`` answering request ``r``, encoded (with the client's rid if it gave one)."""
-        if r.rid is not None:
-            body["rid"] = r.rid
-        return packb(body)
-
-    def error(self, r, code: str, reason: str, **extra) -> None:
-        self.errors[code] += 1
-        self.reply(r, {"t": "error", "code": code, "reason": reason, **extra})
+    def refuse(self, r, exc: Refused) -> None:
+        self.errors[exc.code] += 1
+        self.reply(r, exc.body())
 
     def ack(self, r, seq: int, ts: int) -> None:
-        self.reply(r, self.ack_map(r, seq, ts))
+        self.reply(r, self.ack_body(r, seq, ts))
 
     @staticmethod
-    def ack_map(r, seq: int, ts: int) -> dict:
-        return {"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts}
+    def ack_body(r, seq: int, ts: int) -> bytes:
+        return packb({"t": "ack", "conv": r.conv, "cid": r.cid, "seq": seq, "ts": ts})
 
     # -- membership -----------------------------------------------------------------------
     def learn_users(self, names) -> None:
@@ -218,7 +212,7 @@ class ZoneNode(Node):
             try:
                 self.check_send(r, acked, now_ms)
             except Refused as exc:
-                self.error(r, exc.code, exc.reason, **exc.extra)
+                self.refuse(r, exc)
                 continue
             if (r.conv, r.user, r.cid) in acked:
                 self.ack(r, *acked[(r.conv, r.user, r.cid)])
@@ -290,8 +284,7 @@ class ZoneNode(Node):
             self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000))
         users = self.recipients(r) if convs.is_durable(r.conv) else None
         if acked is not None and users and r.gate in self.dlv_peers:
-            body = self.reply_body(r, self.ack_map(r, seq, acked))
-            self.bus.send(r.gate, "sent", r.req, body, users, r.conv, seq, record)
+            self.bus.send(r.gate, Sent(r.req, self.ack_body(r, seq, acked), users, r.conv, seq, record))
             self.send_dlv([p for p in self.dlv_peers if p != r.gate], users, r.conv, seq, record)
             return
         if acked is not None:
@@ -299,11 +292,11 @@ class ZoneNode(Node):
         if users:
             self.send_dlv(self.dlv_peers, users, r.conv, seq, record)
         elif users is None:
-            self.bus.send(self.center, "rdlv", r.conv, seq, record, r.user)
+            self.bus.send(self.center, Rdlv(r.conv, seq, record, r.user))
 
     def send_dlv(self, peers, users, conv: str, seq: int, record: bytes) -> None:
         if peers:
-            envelope = packb(["dlv", users, conv, seq, record])
+            envelope = envelopes.pack(Dlv(users, conv, seq, record))
             for peer in peers:
                 self.bus.send_packed(peer, envelope)
 
@@ -316,70 +309,66 @@ class ZoneNode(Node):
                 if r.conv != convs.SYS:
                     self.check_member(r)
             except Refused as exc:
-                self.error(r, exc.code, exc.reason)
+                self.refuse(r, exc)
                 continue
             ok.append(r)
-        results = self.store.history_many([(r.conv, r.after, r.limit) for r in self.floored(ok)])
+        results = self.store.history_many(list(self.floored(ok)))
         for r, (records, last) in zip(ok, results):
             head = {"t": "history", "conv": r.conv, "last_seq": last}
-            if r.rid is not None:
-                head["rid"] = r.rid
-            self.bus.send(r.gate, "rep", r.req, pack_map_with_raw(head, "msgs", records))
+            self.reply(r, pack_map_with_raw(head, "msgs", records))
 
     def floored(self, syncs):
-        """Rooms and sys keep the newest room_history messages: start a sync there."""
+        """(conv, after, limit) per sync: rooms and sys keep the newest room_history
+        messages, so a sync starts there at the earliest."""
         capped = [r.conv for r in syncs if not convs.is_durable(r.conv)]
         last = self.store.last_seqs(capped) if capped else {}
         for r in syncs:
-            if r.conv in last:
-                r.after = max(r.after, last[r.conv] - self.chat.room_history)
-            yield r
+            floor = last[r.conv] - self.chat.room_history if r.conv in last else 0
+            yield r.conv, max(r.after, floor), r.limit
 
     def handle_one(self, r) -> None:
         try:
-            if isinstance(r, JoinReq):
+            if isinstance(r, Join):
                 self.join(r)
             else:
                 self.group_op(r)
         except Refused as exc:
-            self.error(r, exc.code, exc.reason)
+            self.refuse(r, exc)
 
-    def join(self, r: JoinReq) -> None:
-        last = self.store.last_seqs([r.conv])[r.conv]
+    def join(self, r: Join) -> None:
+        last = self.store.last_seqs([r.room])[r.room]
         n = min(self.chat.join_recent, last)
-        records, last = self.store.history(r.conv, last - n, n)
-        head = {"t": "joined", "conv": r.conv, "last_seq": last, "members": r.members}
-        if r.rid is not None:
-            head["rid"] = r.rid
-        self.bus.send(r.gate, "rep", r.req, pack_map_with_raw(head, "recent", records), last)
+        records, last = self.store.history(r.room, last - n, n)
+        head = {"t": "joined", "conv": r.room, "last_seq": last, "members": r.members}
+        self.reply(r, pack_map_with_raw(head, "recent", records), last)
 
-    def group_op(self, r: GroupReq) -> None:
-        if self.table.zone_of(r.conv) != self.name:
+    def group_op(self, r: Group) -> None:
+        if self.table.zone_of(r.group) != self.name:
             raise Refused("unavailable", "conversation moved; retry")
         named = list(r.arg) if r.op in ("create", "roster") else [r.arg] if r.op in ("add", "remove") else []
         self.learn_users(named)
         missing = [u for u in named if u not in self.known_users]
         if r.op == "create":
-            if self.groups.get(r.conv) is not None:
-                raise Refused("exists", f"{r.conv} already exists")
+            if self.groups.get(r.group) is not None:
+                raise Refused("exists", f"{r.group} already exists")
             if missing:
                 raise Refused("no_such_user", f"no user named {missing[0]}")
-            self.groups.create(r.conv, r.user, named)
+            self.groups.create(r.group, r.user, named)
         elif r.op == "roster":
             if missing:
                 raise Refused("no_such_user", f"no user named {missing[0]}")
             self.learn_users([r.user])
-            self.groups.roster(r.conv, r.user, named)
+            self.groups.roster(r.group, r.user, named)
         elif r.op == "add":
-            self.groups.owned(r.conv, r.user)
+            self.groups.owned(r.group, r.user)
             if missing:
                 raise Refused("no_such_user", f"no user named {missing[0]}")
-            self.groups.add(r.conv, r.user, r.arg)
+            self.groups.add(r.group, r.user, r.arg)
         elif r.op == "remove":
-            self.groups.owned(r.conv, r.user)
+            self.groups.owned(r.group, r.user)
             if missing:
                 raise Refused("no_such_user", f"no user named {missing[0]}")
-            self.groups.remove(r.conv, r.user, r.arg)
+            self.groups.remove(r.group, r.user, r.arg)
         else:
-            self.groups.leave(r.conv, r.user)
-        self.reply(r, {"t": "ok"})
+            self.groups.leave(r.group, r.user)
+        self.reply(r, OK)

@@ -4,7 +4,7 @@ import pytest
 import cluster  # noqa: F401
 from cluster.codec import packb, unpackb
 from gate.session import TokenBucket, WindowCounter
-from zone.checks import Refused
+from cluster.replies import Refused
 from zone.moderation import WordFilter
 
 

@@ -3,6 +3,7 @@ node, the last admin actions bounded and newest first."""
 from types import SimpleNamespace
 
 from center.ops import ACTIONS_KEPT, ARGS_SHOWN, Ops, rates
+from cluster.envelopes import Stats
 
 NODES = {"gate": ["gate1"], "zone": ["zone1"], "dc": ["dc1"]}
 
@@ -22,10 +23,10 @@ def test_rates_between_two_reports():
 
 def test_one_report_per_known_node():
     ops = Ops(fake_center())
-    ops.on_stats(["stats", "gate1", "gate", {"t": 1.0, "frames_in": 1, "sessions": 1}])
-    ops.on_stats(["stats", "gate1", "gate", {"t": 2.0, "frames_in": 4, "sessions": 2}])
-    ops.on_stats(["stats", "intruder", "gate", {"t": 2.0}])        # not in the config
-    ops.on_stats(["stats", "zone1", "gate", {"t": 2.0}])           # wrong role
+    ops.on_stats(Stats("gate1", "gate", {"t": 1.0, "frames_in": 1, "sessions": 1}))
+    ops.on_stats(Stats("gate1", "gate", {"t": 2.0, "frames_in": 4, "sessions": 2}))
+    ops.on_stats(Stats("intruder", "gate", {"t": 2.0}))        # not in the config
+    ops.on_stats(Stats("zone1", "gate", {"t": 2.0}))           # wrong role
     assert set(ops.reports) == {"gate1"}
     snap = ops.snapshot()
     gate = snap["gates"][0]

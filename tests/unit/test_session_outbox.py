@@ -38,22 +38,22 @@ def test_partial_write_keeps_the_rest_frame_by_frame():
     s, _ = session(room=5)
     for f in (b"AAAA", b"BBBB", b"CCCC"):
         s.queue(f)
-    assert s._send_some() is False
-    assert s.sock.wire == b"AAAAB" and s.out == [b"BBB", b"CCCC"] and s.head_left == 3
-    s.cut_to_whole_frames()          # a kick keeps only the rest of the frame on the wire
-    assert s.out == [b"BBB"]
+    assert s.outbox.send_some(s.sock) is False
+    assert s.sock.wire == b"AAAAB" and s.outbox.out == [b"BBB", b"CCCC"] and s.outbox.head_left == 3
+    s.outbox.cut_to_whole_frames()   # a kick keeps only the rest of the frame on the wire
+    assert s.outbox.out == [b"BBB"]
     s.sock.room = 100
-    assert s._send_some() is True and s.sock.wire == b"AAAABBBB" and s.head_left == 0
+    assert s.outbox.send_some(s.sock) is True and s.sock.wire == b"AAAABBBB" and s.outbox.head_left == 0
 
 
 def test_cut_with_nothing_partly_sent_drops_everything():
     s, _ = session(room=4)
     for f in (b"AAAA", b"BBBB"):
         s.queue(f)
-    s._send_some()
-    assert s.head_left == 0 and s.out == [b"BBBB"]
-    s.cut_to_whole_frames()
-    assert s.out == []
+    s.outbox.send_some(s.sock)
+    assert s.outbox.head_left == 0 and s.outbox.out == [b"BBBB"]
+    s.outbox.cut_to_whole_frames()
+    assert s.outbox.out == []
 
 
 def test_durable_overflow_kicks_slow_and_live_overflow_drops_oldest():
@@ -62,7 +62,7 @@ def test_durable_overflow_kicks_slow_and_live_overflow_drops_oldest():
     assert kicked == [s]
     for i in range(5):
         s.queue_live(bytes([65 + i]) * 4)
-    assert list(s.live) == [b"DDDD", b"EEEE"] and s.dropped == 3
+    assert list(s.outbox.live) == [b"DDDD", b"EEEE"] and s.dropped == 3
 
 
 def test_nothing_is_queued_once_closing():
@@ -70,15 +70,15 @@ def test_nothing_is_queued_once_closing():
     s.closing = True
     assert s.queue(b"late") is False
     s.queue_live(b"late")
-    assert not s.out and not s.live
+    assert not s.outbox.out and not s.outbox.live
 
 
 def test_room_fast_path_keeps_a_cut_frame_and_requeues_the_rest_as_live():
     s, _ = session(room=6)
     frames = [b"AAAA", b"BBBB", b"CCCC"]
     assert s.send_now(b"".join(frames), frames) == 1
-    assert s.sock.wire == b"AAAABB" and s.out == [b"BB"] and s.head_left == 2
-    assert list(s.live) == [b"CCCC"] and s.draining
+    assert s.sock.wire == b"AAAABB" and s.outbox.out == [b"BB"] and s.outbox.head_left == 2
+    assert list(s.outbox.live) == [b"CCCC"] and s.draining
     s.sock.room = 100
-    assert s._send_some() is True and s.sock.wire == b"AAAABBBBCCCC"
+    assert s.outbox.send_some(s.sock) is True and s.sock.wire == b"AAAABBBBCCCC"
     s.closed = True                  # the drain greenlet it started ends quietly

@@ -1,20 +1,20 @@
-"""Requests as a zone sees them, and the refusal a check raises."""
+"""Messages to store, as a zone works on them: one mutable record per ``Send`` or
+``Post`` envelope (``cluster/envelopes.py``).
+
+Each is built from its envelope (``SendReq(*send)``), whose fields come first in the same
+order; the fields after them are what the zone works out while it checks the message (a
+DM's users, the encoded prefix, the filtered body). Syncs, joins and group changes are
+read as the envelopes themselves: the zone changes nothing in them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-class Refused(Exception):
-    def __init__(self, code: str, reason: str, **extra):
-        super().__init__(reason)
-        self.code, self.reason, self.extra = code, reason, extra
 
 
 @dataclass(slots=True)
 class SendReq:
     gate: str
     req: int
-    rid: int | None
     user: str
     conv: str
     cid: str
@@ -27,38 +27,6 @@ class SendReq:
 
 
 @dataclass(slots=True)
-class SyncReq:
-    gate: str
-    req: int
-    rid: int | None
-    user: str
-    conv: str
-    after: int
-    limit: int
-
-
-@dataclass(slots=True)
-class JoinReq:
-    gate: str
-    req: int
-    rid: int | None
-    user: str
-    conv: str
-    members: int          # the room's member count across gates, from center
-
-
-@dataclass(slots=True)
-class GroupReq:
-    gate: str
-    req: int
-    rid: int | None
-    user: str
-    op: str               # create | add | remove | leave
-    conv: str
-    arg: object           # members (create) or the user (add, remove)
-
-
-@dataclass(slots=True)
 class PostReq:
     """An operator's or game backend's message, sent as ``system``."""
     gate: str | None      # the admin endpoint's node, to answer; None: no answer
@@ -67,7 +35,6 @@ class PostReq:
     cid: str
     body: bytes
     user: str = "system"
-    rid: int | None = None
     over_rate: bool = False
     deadline: int = 2 ** 62
     prefix: bytes = b""
