@@ -3,6 +3,10 @@
 Every call is one round trip (a pipeline or one script call), whatever the batch size.
 Redis errors surface as ``StoreUnavailable`` so callers answer ``unavailable`` (nothing
 was acknowledged) instead of crashing.
+
+No Redis client leaves this module: ``Store``, ``GroupStore`` and ``ModerationStore``
+share one ``RedisLink``, which holds the client privately and is the one place a
+``RedisError`` becomes ``StoreUnavailable``; every key comes from ``dc.keys``.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 
 import msgpack
 import redis
+from redis import Redis
 
 from dc import keys
 
@@ -40,100 +45,138 @@ def _unavailable(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}")
 
 
-class Store:
-    def __init__(self, url: str, dedup_ttl: int = 86400, max_connections: int = 32,
-                 timeout: float = 5.0):
+class RedisLink:
+    """One process's connection to Redis: a pooled client, kept private, and the one
+    error path (``RedisError`` -> ``StoreUnavailable``). The stores of this module share it.
+
+    ``run(fn, *args)`` calls ``fn(client, *args)`` (one command as ``Redis.hget``, or a
+    function that fills and executes one pipeline); ``script(source)`` registers a Lua
+    script and ``eval(script, keys, args)`` calls it.
+    """
+
+    __slots__ = ("_redis",)
+
+    def __init__(self, url: str, max_connections: int = 32, timeout: float = 5.0):
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout,
             socket_timeout=timeout, socket_connect_timeout=timeout)
-        self.redis = redis.Redis(connection_pool=pool)
+        self._redis = Redis(connection_pool=pool)
+
+    def run(self, fn, *args):
+        try:
+            return fn(self._redis, *args)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def script(self, source: str):
+        """A handle to call with ``eval`` (redis-py loads it on first use, by sha after)."""
+        return self._redis.register_script(source)
+
+    def eval(self, script, keys_: list, args: list):
+        try:
+            return script(keys_, args)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def close(self) -> None:
+        self._redis.connection_pool.disconnect()
+
+
+class Store:
+    def __init__(self, url: str, dedup_ttl: int = 86400, max_connections: int = 32,
+                 timeout: float = 5.0):
+        self._link = RedisLink(url, max_connections=max_connections, timeout=timeout)
         self.dedup_ttl = dedup_ttl
-        self._store = self.redis.register_script(keys.STORE_SCRIPT)
-        self._cursor = self.redis.register_script(keys.CURSOR_SCRIPT)
+        self._store = self._link.script(keys.STORE_SCRIPT)
+        self._cursor = self._link.script(keys.CURSOR_SCRIPT)
 
     @classmethod
     def from_config(cls, cfg, max_connections: int = 32) -> "Store":
         return cls(cfg.redis_url, dedup_ttl=cfg.chat.dedup_ttl, max_connections=max_connections)
 
-    def _call(self, fn, *args):
-        try:
-            return fn(*args)
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
+    @property
+    def link(self) -> RedisLink:
+        """The connection, which ``GroupStore`` and ``ModerationStore`` share."""
+        return self._link
 
     def ping(self) -> bool:
-        return bool(self._call(self.redis.ping))
+        return bool(self._link.run(Redis.ping))
 
     def close(self) -> None:
-        self.redis.connection_pool.disconnect()
+        self._link.close()
 
     def memory(self) -> dict:
         """Redis ``INFO memory``, the fields the operator view shows (bytes unless _human)."""
-        info = self._call(self.redis.info, "memory")
+        info = self._link.run(Redis.info, "memory")
         return {k: info[k] for k in MEMORY_FIELDS if k in info}
 
     # -- users ------------------------------------------------------------------------
     def create_user(self, name: str, pwhash: str) -> bool:
-        def run():
-            pipe = self.redis.pipeline(transaction=True)
+        def run(r):
+            pipe = r.pipeline(transaction=True)
             pipe.hsetnx(keys.user(name), "pw", pwhash)
             pipe.hsetnx(keys.user(name), "created", int(time.time() * 1000))
             return pipe.execute()[0]
-        return bool(self._call(run))
+        return bool(self._link.run(run))
 
     def create_token_users(self, names: list[str]) -> int:
         """Accounts a game backend authenticates itself: no password (``!`` is no argon2
         hash, so a password login always fails), tokens only. Returns how many were new."""
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        return self.create_users(names, "!")
+
+    def create_users(self, names: list[str], pwhash: str) -> int:
+        """Many accounts sharing one password hash (the benchmark's), one pipeline; an
+        existing account is left as it is. Returns how many were new."""
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for name in names:
-                pipe.hsetnx(keys.user(name), "pw", "!")
+                pipe.hsetnx(keys.user(name), "pw", pwhash)
                 pipe.hsetnx(keys.user(name), "created", int(time.time() * 1000))
             return pipe.execute()
-        return sum(1 for hit in self._call(run)[::2] if hit)
+        return sum(1 for hit in self._link.run(run)[::2] if hit)
 
     def login_record(self, name: str) -> tuple[int, dict | None, set]:
         """What a login reads, in one round trip: failed logins in the window, the user
         record (None when missing) and the users it blocked."""
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             pipe.get(keys.failed_logins(name))
             pipe.hgetall(keys.user(name))
             pipe.smembers(keys.blocks(name))
             return pipe.execute()
-        failed, raw, blocked = self._call(run)
+        failed, raw, blocked = self._link.run(run)
         record = {k.decode(): v.decode() for k, v in raw.items()} if raw else None
         return int(failed or 0), record, {b.decode() for b in blocked}
 
     def get_user(self, name: str) -> dict | None:
-        raw = self._call(self.redis.hgetall, keys.user(name))
+        raw = self._link.run(Redis.hgetall, keys.user(name))
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
     def set_password(self, name: str, pwhash: str) -> None:
-        self._call(self.redis.hset, keys.user(name), "pw", pwhash)
+        self._link.run(Redis.hset, keys.user(name), "pw", pwhash)
 
     def existing_users(self, names) -> set:
         names = list(names)
         if not names:
             return set()
 
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for n in names:
                 pipe.exists(keys.user(n))
             return pipe.execute()
-        return {n for n, hit in zip(names, self._call(run)) if hit}
+        return {n for n, hit in zip(names, self._link.run(run)) if hit}
 
     def count_failed_login(self, name: str, window: int) -> int:
-        def run():
-            pipe = self.redis.pipeline(transaction=True)
+        def run(r):
+            pipe = r.pipeline(transaction=True)
             pipe.set(keys.failed_logins(name), 0, ex=window, nx=True)
             pipe.incr(keys.failed_logins(name))
             return pipe.execute()[1]
-        return int(self._call(run))
+        return int(self._link.run(run))
 
     def failed_logins(self, name: str) -> int:
-        return int(self._call(self.redis.get, keys.failed_logins(name)) or 0)
+        return int(self._link.run(Redis.get, keys.failed_logins(name)) or 0)
 
     # -- messages ---------------------------------------------------------------------
     def store_batch(self, items: list[StoreItem]) -> list[tuple[int, int, bool] | None]:
@@ -144,7 +187,7 @@ class Store:
         # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
         blob = msgpack.packb([(it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap,
                                it.deadline) for it in items], use_bin_type=False)
-        raw = self._call(self._store, [], [self.dedup_ttl, blob])
+        raw = self._link.eval(self._store, [], [self.dedup_ttl, blob])
         return [None if r[0] == 2 else (r[1], r[2], r[0] == 1)
                 for r in msgpack.unpackb(raw, raw=False)]
 
@@ -154,13 +197,13 @@ class Store:
         if not triples:
             return {}
 
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for conv, sender, cid in triples:
                 pipe.get(keys.dedup(conv, sender, cid))
             return pipe.execute()
         hits = {}
-        for t, raw in zip(triples, self._call(run)):
+        for t, raw in zip(triples, self._link.run(run)):
             if raw:
                 seq, ts = raw.decode().split(":")
                 hits[t] = (int(seq), int(ts))
@@ -170,7 +213,7 @@ class Store:
         convs = list(convs)
         if not convs:
             return {}
-        raw = self._call(self.redis.mget, [keys.seq(c) for c in convs])
+        raw = self._link.run(Redis.mget, [keys.seq(c) for c in convs])
         return {c: int(v or 0) for c, v in zip(convs, raw)}
 
     def history_many(self, reqs, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[tuple[list[bytes], int]]:
@@ -180,14 +223,14 @@ class Store:
         if not reqs:
             return []
 
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for conv, after, limit in reqs:
                 pipe.get(keys.seq(conv))
                 if limit > 0:
                     pipe.hmget(keys.messages(conv), list(range(after + 1, after + 1 + limit)))
             return pipe.execute()
-        raw = iter(self._call(run))
+        raw = iter(self._link.run(run))
         out = []
         for _conv, _after, limit in reqs:
             last = int(next(raw) or 0)
@@ -198,12 +241,12 @@ class Store:
         """The stored records of (conv, seq) pairs (None where missing)."""
         pairs = list(pairs)
 
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for conv, seq in pairs:
                 pipe.hget(keys.messages(conv), seq)
             return pipe.execute()
-        return self._call(run) if pairs else []
+        return self._link.run(run) if pairs else []
 
     def history(self, conv: str, after: int, limit: int) -> tuple[list[bytes], int]:
         return self.history_many([(conv, after, limit)])[0]
@@ -217,7 +260,7 @@ class Store:
         args = [len(triples)]
         for user, conv, seq in triples:
             args += (user, conv, int(seq))
-        return int(self._call(self._cursor, [], args))
+        return int(self._link.eval(self._cursor, [], args))
 
     def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",), floors=None):
         """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...]).
@@ -225,12 +268,12 @@ class Store:
         The replay holds, per DM or group of the user, the first ``replay_max`` messages
         above the delivered cursor, oldest first.
         """
-        def read_index():
-            pipe = self.redis.pipeline(transaction=False)
+        def read_index(r):
+            pipe = r.pipeline(transaction=False)
             pipe.smembers(keys.user_convs(user))
             pipe.hgetall(keys.cursors(user))
             return pipe.execute()
-        members, cur_raw = self._call(read_index)
+        members, cur_raw = self._link.run(read_index)
         convs = sorted(m.decode() for m in members)
         cursors = {k.decode(): int(v) for k, v in cur_raw.items()}
         for conv, seen in (floors or {}).items():
@@ -262,57 +305,56 @@ class GroupStore:
     """Group membership in Redis; the zone owning the group is its only writer."""
 
     def __init__(self, store: Store):
-        self.store = store
-        self.redis = store.redis
+        self._link = store.link
 
     def load(self, conv: str):
         """(owner, [members in join order]) or None when the group does not exist."""
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             pipe.hget(keys.group_info(conv), "owner")
             pipe.zrange(keys.group_members(conv), 0, -1)
             return pipe.execute()
-        owner, members = self.store._call(run)
+        owner, members = self._link.run(run)
         if owner is None:
             return None
         return owner.decode(), [m.decode() for m in members]
 
     def create(self, conv: str, owner: str, members: list[str]) -> None:
-        def run():
-            pipe = self.redis.pipeline(transaction=True)
+        def run(r):
+            pipe = r.pipeline(transaction=True)
             pipe.hset(keys.group_info(conv), mapping={"owner": owner, "n": len(members)})
             pipe.zadd(keys.group_members(conv), {m: i for i, m in enumerate(members)})
             pipe.get(keys.seq(conv))
             return pipe.execute()
-        last = int(self.store._call(run)[2] or 0)
+        last = int(self._link.run(run)[2] or 0)
         self._index(conv, members, last)
 
     def add(self, conv: str, user: str) -> None:
-        def run():
-            pipe = self.redis.pipeline(transaction=True)
+        def run(r):
+            pipe = r.pipeline(transaction=True)
             pipe.hincrby(keys.group_info(conv), "n", 1)
             pipe.get(keys.seq(conv))
             return pipe.execute()
-        order, last = self.store._call(run)
-        self.store._call(self.redis.zadd, keys.group_members(conv), {user: int(order)}, True)
+        order, last = self._link.run(run)
+        self._link.run(Redis.zadd, keys.group_members(conv), {user: int(order)}, True)
         self._index(conv, [user], int(last or 0))
 
     def _index(self, conv: str, users, last: int) -> None:
         """A member's conversation list gains the group; its cursor starts at the last seq."""
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for u in users:
                 pipe.sadd(keys.user_convs(u), conv)
                 pipe.hset(keys.cursors(u), conv, last)
             return pipe.execute()
-        self.store._call(run)
+        self._link.run(run)
 
     def set_owner(self, conv: str, owner: str) -> None:
-        self.store._call(self.redis.hset, keys.group_info(conv), "owner", owner)
+        self._link.run(Redis.hset, keys.group_info(conv), "owner", owner)
 
     def remove(self, conv: str, user: str, new_owner: str | None, empty: bool) -> None:
-        def run():
-            pipe = self.redis.pipeline(transaction=True)
+        def run(r):
+            pipe = r.pipeline(transaction=True)
             pipe.zrem(keys.group_members(conv), user)
             pipe.srem(keys.user_convs(user), conv)
             pipe.hdel(keys.cursors(user), conv)
@@ -321,28 +363,27 @@ class GroupStore:
             elif new_owner:
                 pipe.hset(keys.group_info(conv), "owner", new_owner)
             return pipe.execute()
-        self.store._call(run)
+        self._link.run(run)
 
 
 class ModerationStore:
     """Mutes, bans, blocks and room modes."""
 
     def __init__(self, store: Store):
-        self.store = store
-        self.redis = store.redis
+        self._link = store.link
 
     def mutes(self) -> dict:
-        raw = self.store._call(self.redis.hgetall, keys.MUTES)
+        raw = self._link.run(Redis.hgetall, keys.MUTES)
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def set_mute(self, user: str, until_ms: int) -> None:
         if until_ms:
-            self.store._call(self.redis.hset, keys.MUTES, user, until_ms)
+            self._link.run(Redis.hset, keys.MUTES, user, until_ms)
         else:
-            self.store._call(self.redis.hdel, keys.MUTES, user)
+            self._link.run(Redis.hdel, keys.MUTES, user)
 
     def room_modes(self) -> dict:
-        raw = self.store._call(self.redis.hgetall, keys.ROOM_MODES)
+        raw = self._link.run(Redis.hgetall, keys.ROOM_MODES)
         out = {}
         for k, v in raw.items():
             slow, dups = v.decode().split(",")
@@ -351,28 +392,28 @@ class ModerationStore:
 
     def set_room_mode(self, conv: str, slow: float, dups: float) -> None:
         if slow or dups:
-            self.store._call(self.redis.hset, keys.ROOM_MODES, conv, f"{slow},{dups}")
+            self._link.run(Redis.hset, keys.ROOM_MODES, conv, f"{slow},{dups}")
         else:
-            self.store._call(self.redis.hdel, keys.ROOM_MODES, conv)
+            self._link.run(Redis.hdel, keys.ROOM_MODES, conv)
 
     def set_ban(self, user: str, reason: str | None) -> bool:
-        if not self.store._call(self.redis.exists, keys.user(user)):
+        if not self._link.run(Redis.exists, keys.user(user)):
             return False
         if reason:
-            self.store._call(self.redis.hset, keys.user(user), "ban", reason)
+            self._link.run(Redis.hset, keys.user(user), "ban", reason)
         else:
-            self.store._call(self.redis.hdel, keys.user(user), "ban")
+            self._link.run(Redis.hdel, keys.user(user), "ban")
         return True
 
     def blocks_many(self, users: list) -> dict:
         """{user: set of users they block}, one pipeline for all."""
-        def run():
-            pipe = self.redis.pipeline(transaction=False)
+        def run(r):
+            pipe = r.pipeline(transaction=False)
             for user in users:
                 pipe.smembers(keys.blocks(user))
             return pipe.execute()
-        return {u: {m.decode() for m in got} for u, got in zip(users, self.store._call(run))}
+        return {u: {m.decode() for m in got} for u, got in zip(users, self._link.run(run))}
 
     def set_block(self, user: str, other: str, on: bool) -> None:
-        fn = self.redis.sadd if on else self.redis.srem
-        self.store._call(fn, keys.blocks(user), other)
+        fn = Redis.sadd if on else Redis.srem
+        self._link.run(fn, keys.blocks(user), other)

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from cluster.client import dm_conv
+from dc import keys
 from issue3_util import (admin, clients, expect_error, expect_ok, fresh, wait_for)  # noqa: F401
 
 
@@ -180,7 +181,7 @@ def test_group_ack_is_durable(cluster, clients):
     r = redis.Redis.from_url(cluster.redis_url)
     try:
         assert r.config_get("appendonly")["appendonly"] == "yes"
-        stored = r.hget(f"m:{g}", ack["seq"])
+        stored = r.hget(keys.messages(g), ack["seq"])
         assert stored is not None and b"durable" in stored
     finally:
         r.close()

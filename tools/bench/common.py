@@ -148,12 +148,8 @@ def provision(cfg, names: list[str]) -> dict:
     from dc.store import Store
     store = Store.from_config(cfg)
     pwhash = PasswordHasher(time_cost=1, memory_cost=256).hash("bench-password")
-    pipe = store.redis.pipeline(transaction=False)
-    for i, name in enumerate(names):
-        pipe.hsetnx(f"u:{name}", "pw", pwhash)
-        if i % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
+    for i in range(0, len(names), 1000):
+        store.create_users(names[i:i + 1000], pwhash)
     store.close()
     return {n: tokens.mint(cfg.cluster.secret, n, 86400)[0] for n in names}
 
