@@ -1,1 +1,4 @@
 """zonechat zone role."""
+from cluster.patch import ensure_patched
+
+ensure_patched()       # gevent patches the standard library before anything else loads
