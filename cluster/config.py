@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 ROLES = ("gate", "login", "center", "zone", "dc", "log")
+MIN_USER_CACHE = 10000     # zone.user_cache: a tick's DM users (2 x 2000) and a 10,000 roster fit
 
 
 class ConfigError(Exception):
@@ -87,6 +88,18 @@ class ChatConf:
 
 
 @dataclass(frozen=True)
+class ZoneConf:
+    """The zone's in-memory caches, each bounded, least recently used evicted first
+    (``cluster.lru``). Each holds only what is in Redis (the zone writes through), so an
+    evicted entry is reloaded on its next use: a bound costs round trips, never data."""
+    user_cache: int = 200000     # user names known to exist (at least MIN_USER_CACHE)
+    group_cache: int = 50000     # groups: owner and members, or "no such group"
+    block_cache: int = 100000    # users' block lists
+    dup_memory: int = 100000     # slow mode's (room, user) last sends; and, as many again,
+                                 # duplicate suppression's (room, user, body) entries
+
+
+@dataclass(frozen=True)
 class ModerationConf:
     word_filter: list = field(default_factory=list)
     filter_action: str = "mask"
@@ -127,7 +140,7 @@ class NodeSpec:
 SECTIONS = {
     "cluster": ClusterConf, "redis": RedisConf, "bus": BusConf, "gate": GateConf,
     "login": LoginConf, "chat": ChatConf, "log": LogConf, "supervisor": SupervisorConf,
-    "moderation": ModerationConf,
+    "moderation": ModerationConf, "zone": ZoneConf,
 }
 
 
@@ -142,6 +155,7 @@ class Config:
     log: LogConf
     supervisor: SupervisorConf
     moderation: ModerationConf
+    zone: ZoneConf
     nodes: dict
     path: str = ""
 
@@ -241,6 +255,11 @@ def _validate(cfg: Config) -> None:
             re.compile(pattern)
         except (re.error, TypeError) as exc:
             raise ConfigError(f"not a valid regular expression: {exc}", f"moderation.word_filter[{i}]")
+    if cfg.zone.user_cache < MIN_USER_CACHE:
+        raise ConfigError(f"must be at least {MIN_USER_CACHE}", "zone.user_cache")
+    for key in ("group_cache", "block_cache", "dup_memory"):
+        if getattr(cfg.zone, key) < 1:
+            raise ConfigError("must be at least 1", f"zone.{key}")
     if len(cfg.cluster.secret) < 16:
         raise ConfigError("must be at least 16 characters", "cluster.secret")
 

@@ -2,11 +2,21 @@
 
 Membership is cached in memory after the first load, so a send checks it without a
 Redis round trip; every change is written through to Redis before the ``ok``.
+
+The cache is bounded (``zone.group_cache`` groups, ``cluster.lru.LruDict``): past it the
+least recently used group is dropped and reloaded from Redis on its next use. That is
+correct because Redis always holds the truth first: a change is written to Redis, then
+to the Group object, then that object is put (back) into the cache, so an operation whose
+Group was evicted meanwhile still leaves the cache right; a write that fails drops the
+cached entry, and the next use reloads whatever Redis holds.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from cluster.config import ZoneConf
+from cluster.lru import LruDict
 from dc.store import GroupStore
 from cluster.replies import Refused
 
@@ -18,18 +28,21 @@ class Group:
 
 
 class Groups:
-    MISSING = None
+    MISSING = None          # cached for a group that does not exist
+    _UNLOADED = object()
 
-    def __init__(self, store, max_members: int = 10000):
+    def __init__(self, store, max_members: int = 10000, cache_size: int = ZoneConf.group_cache):
         self.db = GroupStore(store)
-        self.cache: dict = {}
+        self.cache = LruDict(cache_size)        # conv -> Group | MISSING, least recently used out
         self.max_members = max_members
 
     def get(self, conv: str) -> Group | None:
-        if conv not in self.cache:
+        g = self.cache.get(conv, self._UNLOADED)
+        if g is self._UNLOADED:
             loaded = self.db.load(conv)
-            self.cache[conv] = Group(*loaded) if loaded else self.MISSING
-        return self.cache[conv]
+            g = Group(*loaded) if loaded else self.MISSING
+            self.cache[conv] = g
+        return g
 
     def members(self, conv: str) -> list:
         g = self.get(conv)
@@ -39,31 +52,45 @@ class Groups:
         g = self.get(conv)
         return g is not None and user in g.members
 
+    @contextmanager
+    def _writing(self, conv: str):
+        """Around the Redis writes of a change: when one fails, Redis may hold part of it,
+        so the cached entry goes and the next use reloads from Redis."""
+        try:
+            yield
+        except BaseException:
+            self.cache.pop(conv, None)
+            raise
+
     def create(self, conv: str, owner: str, members: list) -> None:
         if self.get(conv) is not None:
             raise Refused("exists", f"{conv} already exists")
         ordered = [owner] + [m for m in dict.fromkeys(members) if m != owner]
         if len(ordered) > self.max_members:
             raise Refused("bad_request", f"a group holds at most {self.max_members} members")
-        self.db.create(conv, owner, ordered)
+        with self._writing(conv):
+            self.db.create(conv, owner, ordered)
         self.cache[conv] = Group(owner, ordered)
 
     def roster(self, conv: str, owner: str, members: list) -> None:
         """A game backend's roster: the group becomes exactly these members."""
         g = self.get(conv)
         if g is None:
-            self.db.create(conv, owner, [owner] + [m for m in dict.fromkeys(members) if m != owner])
+            with self._writing(conv):
+                self.db.create(conv, owner, [owner] + [m for m in dict.fromkeys(members) if m != owner])
             self.cache.pop(conv, None)
             return
         wanted = set(members) | {owner}
-        for user in [m for m in g.members if m not in wanted]:
-            self._drop(conv, g, user)
-        for user in [m for m in dict.fromkeys([owner, *members]) if m not in g.members]:
-            self.db.add(conv, user)
-            g.members.append(user)
-        if g.owner != owner:
-            self.db.set_owner(conv, owner)
-            g.owner = owner
+        with self._writing(conv):
+            for user in [m for m in g.members if m not in wanted]:
+                self._drop(conv, g, user)
+            for user in [m for m in dict.fromkeys([owner, *members]) if m not in g.members]:
+                self.db.add(conv, user)
+                g.members.append(user)
+            if g.owner != owner:
+                self.db.set_owner(conv, owner)
+                g.owner = owner
+        self.cache[conv] = g
 
     def owned(self, conv: str, user: str) -> Group:
         g = self.get(conv)
@@ -79,8 +106,10 @@ class Groups:
             return
         if len(g.members) >= self.max_members:
             raise Refused("bad_request", f"a group holds at most {self.max_members} members")
-        self.db.add(conv, user)
+        with self._writing(conv):
+            self.db.add(conv, user)
         g.members.append(user)
+        self.cache[conv] = g
 
     def remove(self, conv: str, owner: str, user: str) -> None:
         g = self.owned(conv, owner)
@@ -97,9 +126,9 @@ class Groups:
     def _drop(self, conv: str, g: Group, user: str) -> None:
         rest = [m for m in g.members if m != user]
         new_owner = rest[0] if g.owner == user and rest else None
-        self.db.remove(conv, user, new_owner, empty=not rest)
+        with self._writing(conv):
+            self.db.remove(conv, user, new_owner, empty=not rest)
         g.members = rest
         if new_owner:
             g.owner = new_owner
-        if not rest:
-            self.cache[conv] = self.MISSING
+        self.cache[conv] = g if rest else self.MISSING

@@ -3,29 +3,38 @@
 State lives in Redis (``dc.keys.MUTES``, ``ROOM_MODES``) and is loaded at start; center
 pushes every change to every zone as a ``mod`` envelope, so a change holds on every zone
 within a tick. Slow mode and duplicate suppression are off until an operator sets them.
+
+Three bounded caches (``cluster.lru.LruDict``, least recently used out; sizes from the
+``zone`` config section):
+
+- ``blocks`` (``zone.block_cache`` users): a user's block list. An evicted one is read
+  from Redis again on its next use; correct, since dc writes a block to Redis before it
+  announces the change (which updates only the lists cached here).
+- ``last_sent`` and ``recent`` (``zone.dup_memory`` entries each): slow mode's last send
+  per (room, user) and duplicate suppression's (room, user, body). An evicted entry is
+  forgotten, so that user's next message in that room is not held back by it.
 """
 from __future__ import annotations
 
-import collections
 import re
 
 from cluster.codec import packb, unpackb
+from cluster.config import ZoneConf
+from cluster.lru import LruDict
 
 from dc.store import ModerationStore
 from cluster.replies import Refused
 
-BLOCK_MEMORY = 100000    # users whose block lists are cached
-DUP_MEMORY = 100000       # (room, user, body) entries remembered for duplicate suppression
-
 
 class Moderation:
-    def __init__(self, store):
+    def __init__(self, store, block_cache: int = ZoneConf.block_cache,
+                 dup_memory: int = ZoneConf.dup_memory):
         self.db = ModerationStore(store)
         self.mutes: dict = self.db.mutes()
         self.rooms: dict = self.db.room_modes()        # room -> (slow seconds, dup window)
-        self.last_sent: collections.OrderedDict = collections.OrderedDict()   # (room, user) -> ms
-        self.recent: collections.OrderedDict = collections.OrderedDict()
-        self.blocks: collections.OrderedDict = collections.OrderedDict()   # user -> set, LRU
+        self.last_sent = LruDict(dup_memory)           # (room, user) -> ms of the last send
+        self.recent = LruDict(dup_memory)              # (room, user, body) -> ms
+        self.blocks = LruDict(block_cache)             # user -> set of users they block
 
     def on_change(self, env) -> None:
         what, key, value = env      # a Mod envelope
@@ -54,13 +63,13 @@ class Moderation:
         missing = list({u for u in users if u not in self.blocks})
         if missing:
             self.blocks.update(self.db.blocks_many(missing))
-            while len(self.blocks) > BLOCK_MEMORY:
-                self.blocks.popitem(last=False)
 
     def is_blocked(self, sender: str, recipient: str) -> bool:
-        if recipient not in self.blocks:
+        blocked = self.blocks.get(recipient)
+        if blocked is None:
             self.load_blocks([recipient])
-        return sender in self.blocks[recipient]
+            blocked = self.blocks.get(recipient)
+        return sender in blocked
 
     def check_room(self, room: str, user: str, body: bytes, now_ms: int) -> None:
         mode = self.rooms.get(room)
@@ -72,18 +81,12 @@ class Moderation:
             if now_ms - last < slow * 1000:
                 raise Refused("rate_limited", f"slow mode: one message every {slow:g} s in {room}")
             self.last_sent[(room, user)] = now_ms
-            self.last_sent.move_to_end((room, user))
-            while len(self.last_sent) > DUP_MEMORY:
-                self.last_sent.popitem(last=False)
         if dups:
             key = (room, user, body)
             seen = self.recent.get(key)
             if seen is not None and now_ms - seen < dups * 1000:
                 raise Refused("rate_limited", f"you just said that in {room}")
             self.recent[key] = now_ms
-            self.recent.move_to_end(key)
-            while len(self.recent) > DUP_MEMORY:
-                self.recent.popitem(last=False)
 
 
 class WordFilter:

@@ -20,6 +20,7 @@ from cluster import config as config_mod
 from cluster import convs, envelopes
 from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
 from cluster.envelopes import Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync
+from cluster.lru import LruSet
 from cluster.node import Node
 from cluster.replies import OK, Refused
 from cluster.slots import SlotTable
@@ -43,14 +44,15 @@ class ZoneNode(Node):
         self.chat = config.chat
         self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.store = Store.from_config(config, max_connections=8)
-        self.groups = Groups(self.store)
-        self.mod = Moderation(self.store)
+        caches = config.zone
+        self.groups = Groups(self.store, cache_size=caches.group_cache)
+        self.mod = Moderation(self.store, caches.block_cache, caches.dup_memory)
         self.words = WordFilter(config.moderation.word_filter, config.moderation.filter_action)
         self.center = config.nodes_of("center")[0].name
         self.dlv_peers = self.delivery_peers(config)
         self.queue: list = []
         self.wake = Event()
-        self.known_users: set = set()
+        self.known_users = LruSet(caches.user_cache)   # names known to exist: see learn_users
         self._last_tick = 0.0
         self.stored = 0                 # messages stored (resends excluded), for the ops view
         self.errors = collections.Counter()     # error replies by code
@@ -155,9 +157,18 @@ class ZoneNode(Node):
 
     # -- membership -----------------------------------------------------------------------
     def learn_users(self, names) -> None:
-        unknown = set(names) - self.known_users
+        """Make ``known_users`` hold which of ``names`` exist, one pipeline for the unknown.
+
+        ``known_users`` is an LRU set of ``zone.user_cache`` names: the names asked about
+        here are touched (one C-level pass), so the tick that asks keeps them all (the
+        bound is at least a tick's and a roster's names); past the bound the least recently
+        used name is dropped and looked up in Redis again when next used. Users are never
+        deleted, so a cached "exists" stays true. Names that do not exist are not cached.
+        """
+        known = self.known_users
+        unknown = known.missing(names)
         if unknown:
-            self.known_users |= self.store.existing_users(unknown)
+            known.update(self.store.existing_users(unknown))
 
     def conv_users(self, reqs):
         for r in reqs:
