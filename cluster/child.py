@@ -21,14 +21,30 @@ from gevent.event import Event
 from cluster import redis_server, runstate
 
 LOG_KEEP_BYTES = 16 * 1024 * 1024   # a node log past this is moved to <node>.log.1 at start
+# The directory holding the packages (cluster, gate, ..., client, tools): the source
+# checkout, or site-packages (or a --target directory) of an installed copy.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _site_dirs() -> set[str]:
+    """The site directories every interpreter of this installation puts on sys.path itself."""
+    import site
+    dirs = list(site.getsitepackages()) + [site.getusersitepackages()]
+    return {os.path.realpath(d) for d in dirs}
+
+
 def child_env() -> dict:
-    """The environment of every child: ours, plus the project importable and unbuffered."""
+    """The environment of every child: ours, plus the project importable and unbuffered.
+
+    PROJECT_ROOT goes first on PYTHONPATH (a checkout wins over an older install), unless
+    it is a site directory the child's interpreter loads anyway (an installed copy): a
+    site-packages on PYTHONPATH would come before the standard library."""
     env = dict(os.environ)
-    paths = [PROJECT_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if os.path.realpath(PROJECT_ROOT) not in _site_dirs():
+        paths.insert(0, PROJECT_ROOT)
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

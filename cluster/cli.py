@@ -1,6 +1,10 @@
-"""The ``zonechat`` command: up, down, status, log tail, chat.
+"""The ``zonechat`` command: up, down, status here; admin, log, chat and loadtest attached.
 
-Every command takes ``-c/--config`` (default ./config.yaml, or $ZONECHAT_CONFIG).
+The attached commands live with what they drive and are imported only when used (the CLI
+loads without them, and without Locust): ``zonechat admin`` (cluster.admin), ``zonechat
+log tail`` (log.cli), ``zonechat chat`` (client.terminal) and ``zonechat loadtest``
+(tools.load.command). Every command takes ``-c/--config`` (default ./config.yaml, or
+$ZONECHAT_CONFIG).
 ``status`` exits 0 when every process runs, 3 when the cluster runs degraded (a node
 restarting, flapping or dead), 1 when no supervisor runs.
 """
@@ -40,8 +44,12 @@ def load_config(path: str):
         raise click.ClickException(f"config error: {exc}") from None
 
 
-LAZY_COMMANDS = {"admin": "cluster.admin:admin",   # imported on use: the CLI loads without them
-                 "loadtest": "cluster.loadtest:loadtest"}
+LAZY_COMMANDS = {                           # imported on use: the CLI loads without them
+    "admin": "cluster.admin:admin",
+    "chat": "client.terminal:chat",
+    "loadtest": "tools.load.command:loadtest",
+    "log": "log.cli:log",
+}
 
 
 class ZonechatGroup(click.Group):
@@ -53,8 +61,10 @@ class ZonechatGroup(click.Group):
             module, attr = LAZY_COMMANDS[name].split(":")
             try:
                 return getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError):
-                return None
+            except ModuleNotFoundError as exc:      # a package not installed: no such command
+                if exc.name and (module + ".").startswith(exc.name + "."):
+                    return None
+                raise
         return super().get_command(ctx, name)
 
 
@@ -216,37 +226,6 @@ def _age(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-# -- log, chat: thin wiring to cluster.logfile and cluster.chat (imported when used) --------
-@main.group()
-def log() -> None:
-    """Read the traffic log under data_dir."""
-
-
-@log.command("tail")
-@config_option
-@click.option("--user", "-u", default=None, help="only records about this user")
-@click.option("-n", "count", default=20, show_default=True, type=click.IntRange(min=1), help="how many records")
-def log_tail(config_path: str, user: str | None, count: int) -> None:
-    """Print the last records of the traffic log."""
-    from cluster import logfile
-    logfile.tail(load_config(config_path).data_dir, user=user, n=count, out=click.echo)
-
-
-@main.command()
-@config_option
-@click.argument("user")
-@click.option("--host", default=None, help="gate host (default: the first gate's)")
-@click.option("--port", default=None, type=int, help="gate TCP port (default: the first gate's)")
-@click.option("--register", is_flag=True, help="register USER before logging in")
-def chat(config_path: str, user: str, host: str | None, port: int | None, register: bool) -> None:
-    """Chat as USER from the terminal."""
-    from cluster import chat as chat_mod
-    if host is None or port is None:
-        gate = min(load_config(config_path).nodes_of("gate"), key=lambda n: n.name)
-        host, port = host or gate.host, port or gate.tcp_port
-    sys.exit(chat_mod.run_chat(user, host=host, port=port, register=register))
 
 
 if __name__ == "__main__":

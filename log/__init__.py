@@ -1,5 +1,5 @@
 """The log role: the append-only traffic and audit log (see ``log.node`` and
-``cluster.logfile`` for the file format). gevent patches the standard library first,
+``log.logfile`` for the file format). gevent patches the standard library first,
 before anything else loads."""
 from cluster.patch import ensure_patched
 

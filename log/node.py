@@ -23,7 +23,7 @@ import gevent
 import msgpack
 from gevent.event import Event
 
-from cluster import logfile
+from log import logfile
 from cluster.codec import array_header, packb
 from cluster.envelopes import Recs
 from cluster.node import Node

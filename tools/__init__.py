@@ -1,1 +1,2 @@
-"""Operator and developer tools: the load generator (locustfile) and the benchmark suite."""
+"""Operator and developer tools: the load test (``tools.load``, behind ``zonechat loadtest``)
+and the benchmark suite (``tools.bench``)."""

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from chatpage import PASSWORD
 from cluster import admin as admin_cli
-from cluster.client import Client, dm_conv
+from client import Client, dm_conv
 
 _names = itertools.count(1)
 

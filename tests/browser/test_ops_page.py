@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from chatpage import PASSWORD, SCREENSHOTS
 from cluster import admin as admin_mod
-from cluster.client import Client, ClientError, dm_conv
+from client import Client, ClientError, dm_conv
 from harness import poll_for
 
 NUMBER = re.compile(r"^[1-9][0-9]*$")

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cluster.convs import dm
-from dmkit import PASSWORD, Closed, Raw, Users, fresh, redis_client, register
+from kit import PASSWORD, Closed, Raw, Users, fresh, redis_client, register
 from dc import keys
 
 LOGIN_TIMEOUT, IDLE_TIMEOUT, TOKEN_TTL = 1.5, 2.5, 2

@@ -20,10 +20,9 @@ import pytest
 import yaml
 
 from cluster.admin import AdminFailed
-from cluster.client import dm_conv
+from client import dm_conv
 from harness import REPO
-from issue3_util import (admin, admin_cli, clients, expect_error, expect_ok, fresh,  # noqa: F401
-                         wait_for, PASSWORD)
+from kit import admin, admin_cli, expect_error, expect_ok, fresh, wait_for
 
 
 def http(cluster, path: str, payload=None, auth: str | None = "secret", method: str | None = None):

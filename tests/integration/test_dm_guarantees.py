@@ -18,8 +18,8 @@ import pytest
 from cluster.codec import encode_frame, packb
 from cluster.convs import dm
 from dc import keys
-import dmkit
-from dmkit import Raw, Users, pair, redis_client, register, stored_records, stored_seqs
+import kit
+from kit import Raw, Users, pair, redis_client, register, stored_records, stored_seqs
 from harness import poll_for
 
 OVERRIDES = {"gate": {"send_rate": 100000, "send_burst": 100000, "request_timeout": 2},
@@ -119,7 +119,7 @@ def test_resend_of_the_same_cid_returns_the_same_ack_and_stores_nothing(gcluster
         assert a2.send(other, "elsewhere", cid="dup-1")["seq"] == 1
         assert stored_seqs(r, conv) == [1, 2]
         # b saw a's message exactly once
-        seen = msgs_of(b.drain(0.7), conv)
+        seen = msgs_of(b.fence(conv), conv)
         assert [m["seq"] for m in seen] == [1], seen
 
 
@@ -131,7 +131,7 @@ def test_pipelined_resends_in_one_batch_store_one_copy(gcluster, r):
         acks = [a.reply(rid) for rid in rids]
         assert [ack["seq"] for ack in acks] == [1, 2, 1, 1, 3, 2], acks
         assert stored_seqs(r, conv) == [1, 2, 3]
-        got = msgs_of(b.drain(0.7), conv)
+        got = msgs_of(b.fence(conv), conv)
         assert [m["cid"] for m in got] == ["x", "y", "z"]
 
 
@@ -154,7 +154,7 @@ def test_seq_is_gapless_and_in_send_order_under_concurrent_sends(gcluster, r):
             got = conn.msgs(conv, n, timeout=30)
             assert [m["seq"] for m in got] == [x["seq"] for x in others]
             assert all(m["from"] != conn.user for m in got)
-            assert msgs_of(conn.drain(0.5)) == []
+            assert msgs_of(conn.fence(conv)) == []
         history = []
         while len(history) < 2 * n:
             history += a.request("sync", conv=conv, after=len(history), limit=500)["msgs"]
@@ -330,7 +330,7 @@ class StoppedRedis:
 
 
 def resend_until_acked(conn: Raw, conv: str, cid: str, body, timeout: float = 20) -> dict:
-    return dmkit.resend_until_acked(conn, conv, cid, body, timeout, interval=0.5)
+    return kit.resend_until_acked(conn, conv, cid, body, timeout, interval=0.5)
 
 
 def test_unavailable_while_the_store_is_down_then_a_resend_stores_one_copy(gcluster, r):
@@ -351,9 +351,9 @@ def test_unavailable_while_the_store_is_down_then_a_resend_stores_one_copy(gclus
         assert sorted(records) == [1, 2]
         assert [rec["cid"] for rec in records.values()].count("outage-1") == 1
         # b gets it once; a gets no echo; the next message continues the seq
-        got = msgs_of(b.drain(1.0), conv)
+        got = msgs_of(b.fence(conv), conv)
         assert [m["seq"] for m in got] == [2] and got[0]["cid"] == "outage-1"
-        assert msgs_of(a.drain(0.3)) == []
+        assert msgs_of(a.fence(conv)) == []
         assert a.send(conv, "after")["seq"] == 3
 
 

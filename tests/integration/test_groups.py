@@ -11,9 +11,9 @@ import gevent
 import pytest
 import redis
 
-from cluster.client import dm_conv
+from client import dm_conv
 from dc import keys
-from issue3_util import (admin, clients, expect_error, expect_ok, fresh, wait_for)  # noqa: F401
+from kit import admin, expect_error, expect_ok, fresh
 
 
 def group_of(owner, *members, name: str | None = None) -> str:

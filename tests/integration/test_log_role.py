@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cluster import config as config_mod
-from cluster import logfile
+from log import logfile
 from cluster.bus import Bus
 from harness import free_ports, poll_for
 

@@ -16,9 +16,9 @@ import time
 import pytest
 import yaml
 
-from cluster.client import dm_conv
-from issue3_util import (admin, admin_cli, clients, conv_on_zone, expect_error, expect_ok,  # noqa: F401
-                         fresh, wait_for, zone_names, PASSWORD)
+from client import dm_conv
+from kit import (PASSWORD, admin, admin_cli, conv_on_zone, expect_error, expect_ok, fresh, wait_for,
+                 zone_names)
 
 FILTER = {"moderation": {"word_filter": [r"darn\w*"], "filter_action": "mask"}}
 

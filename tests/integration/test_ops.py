@@ -1,6 +1,6 @@
 """Issue 4, part 3: the operator view on center's admin port, against the real cluster.
 
-Traffic from ``cluster.client.Client`` shows up in ``GET /v1/ops`` (per-gate sessions,
+Traffic from ``client.Client`` shows up in ``GET /v1/ops`` (per-gate sessions,
 logged-in users, rooms, msgs in/out and their rates; per-zone slots and stored messages
 and their rates; Redis memory from dc; center's counters); the data needs the Bearer
 secret, the page ``/ops`` does not (it holds no data); admin actions are listed, newest
@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from cluster import admin as admin_mod
-from cluster.client import Client, dm_conv
+from client import Client, dm_conv
 from harness import poll_for
 
 PASSWORD = "password123"

@@ -3,7 +3,7 @@ whole cluster run by the real supervisor (PROTOCOL.md "Transport and framing", "
 server", the send check order, and guarantee 7 "Limits answer" for send rate and size).
 
 One module cluster (default config: max_frame 65536, body_max 4096, 20 sends/s burst 40);
-every test uses fresh user names. ``dmkit.Raw`` writes exactly the bytes given and shows
+every test uses fresh user names. ``kit.Raw`` writes exactly the bytes given and shows
 every body the server sends.
 """
 import struct
@@ -14,7 +14,7 @@ import pytest
 from cluster.codec import encode_frame, frame
 from cluster.convs import dm
 from dc import keys
-from dmkit import PASSWORD, Raw, Users, fresh, redis_client, register, stored_seqs
+from kit import PASSWORD, Raw, Users, fresh, redis_client, register, stored_seqs
 
 MAX_FRAME = 65536
 
@@ -366,7 +366,7 @@ def test_send_rate_limit_answers_keeps_the_connection_and_resend_of_acked_cid_is
         # b got each stored message once, in order
         got = b.msgs(conv, total)
         assert [m["seq"] for m in got] == list(range(1, total + 1))
-        assert not [m for m in b.drain(0.5) if m.get("t") == "msg"]
+        assert not [m for m in b.fence(conv) if m.get("t") == "msg"]
 
 
 def test_only_send_counts_against_the_rate(cluster):

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import resource
 
-import gevent
 import pytest
 from gevent.pool import Pool
 
-from issue3_util import Peer, admin, clients, fresh, out_records_of, wait_for  # noqa: F401
+from kit import Peer, admin, fresh, out_records_of, wait_for
 
 MEMBERS = 2000
 SENDERS = 4                      # members too: two on each gate
@@ -35,7 +34,7 @@ def test_two_thousand_members_one_room_two_gates(cluster, clients):
     before = admin(cluster, "/v1/stats")["counters"].get("rdlv", 0)
     senders = members[:SENDERS]                 # members 0, 2 on gate1; 1, 3 on gate2
     acked, first = send_and_check_acks(senders, room)
-    check_every_member_got_everything(members, room, acked, first)
+    check_every_member_got_everything(cluster, members, room, acked, first, before)
     # one rdlv per room message at center ...
     wait_for(lambda: admin(cluster, "/v1/stats")["counters"].get("rdlv", 0) - before >= MESSAGES,
              "center's rdlv counter", timeout=10)
@@ -83,18 +82,37 @@ def send_and_check_acks(senders, room: str) -> tuple[dict, int]:
     return acked, first
 
 
-def check_every_member_got_everything(members, room: str, acked: dict, first: int) -> None:
+def check_every_member_got_everything(cluster, members, room: str, acked: dict, first: int,
+                                      before: int) -> None:
     def expected(p: Peer) -> int:
         return MESSAGES - len(acked.get(p.user, ()))
 
     wait_for(lambda: all(len(p.seqs.get(room, ())) >= expected(p) for p in members),
              "every member has every message", timeout=60, interval=0.2)
-    gevent.sleep(0.5)                                                # anything extra would show now
+    fence_room(cluster, members, room, before)                       # anything extra has shown now
     for p in members:
         got = p.seqs.get(room, [])
         want = [q for q in range(first, first + MESSAGES) if q not in set(acked.get(p.user, ()))]
         assert got == want, f"{p.user}: {len(got)} msgs, first differences at " \
                             f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want))}"
+
+
+def fence_room(cluster, members, room: str, before: int) -> None:
+    """Once this returns, every copy of the room's messages the cluster made has reached
+    its member. Center has handled every ``rdlv`` (its own counter says so); a room_info
+    round trip per gate then comes back down the center -> gate pipe after every copy
+    center sent that gate; and each member's ping is answered from its session's queue
+    after every frame the gate queued there before. (A live frame still held in the
+    gate because the member's socket is full would go after the pong: the members' reader
+    greenlets keep their sockets drained.)"""
+    wait_for(lambda: admin(cluster, "/v1/stats")["counters"].get("rdlv", 0) - before >= MESSAGES,
+             "center's rdlv counter", timeout=10)
+    for gate in (0, 1):                                              # member i is on gate i % 2
+        assert members[gate].ask("room_info", room=room)["t"] == "room_info"
+    pool = Pool(100)
+    for p in members:
+        pool.spawn(p.ask, "ping", timeout=30)
+    pool.join(raise_error=True)
 
 
 def check_once_per_gate(cluster, room: str, senders, acked: dict, first: int) -> None:

@@ -19,9 +19,7 @@ import gevent
 import pytest
 
 from cluster.slots import SlotTable
-from issue3_util import (clients, expect_error, expect_ok, fresh, out_records_of,  # noqa: F401
-                         rx_queued,
-                         wait_for, zone_names)
+from kit import expect_error, expect_ok, fresh, out_records_of, rx_queued, wait_for, zone_names
 
 HISTORY = 60
 

@@ -21,10 +21,9 @@ import time
 import gevent
 import pytest
 
-from cluster.client import dm_conv
+from client import dm_conv
 from cluster.slots import SlotTable
-from issue3_util import (Peer, clients, conv_on_zone, fresh, frame, peers, split_frames,  # noqa: F401
-                         vm_rss_kib, wait_for, zone_names)
+from kit import Peer, conv_on_zone, fresh, frame, peers, split_frames, vm_rss_kib, wait_for, zone_names
 
 OUTBOX = 256 * 1024
 LOGIN_TIMEOUT = 2

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from issue3_util import (admin, admin_cli, clients, expect_error, wait_for)  # noqa: F401
+from kit import admin, admin_cli, expect_error
 
 HISTORY = 30
 

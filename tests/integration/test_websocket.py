@@ -1,5 +1,5 @@
 """WebSocket on the gates, driven by the third-party ``websocket-client`` (no code of ours),
-against a whole cluster run by the supervisor, next to TCP clients (cluster.client).
+against a whole cluster run by the supervisor, next to TCP clients (client.Client).
 
 The module's cluster has short login/idle timeouts and one configured extra origin.
 """
@@ -16,7 +16,7 @@ import websocket
 from websocket import ABNF
 
 from cluster import admin as admin_cli
-from cluster.client import Client, dm_conv
+from client import Client, dm_conv
 
 EXTRA_ORIGIN = "http://game.example"
 OVERRIDES = {"gate": {"login_timeout": 2, "idle_timeout": 3, "ws_origins": [EXTRA_ORIGIN]}}

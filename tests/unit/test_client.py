@@ -13,9 +13,9 @@ from gevent.queue import Queue
 from gevent.server import StreamServer
 
 import cluster  # noqa: F401
-from cluster.chat import ChatSession, clean, describe_error, run_chat
-from cluster.client import Client, ClientError, ConnectionLost, RequestTimeout, dm_conv
-from cluster.client_track import SendBook, SeqTracker
+from client.terminal import ChatSession, clean, describe_error, run_chat
+from client import Client, ClientError, ConnectionLost, RequestTimeout, dm_conv
+from client.tracking import SendBook, SeqTracker
 from cluster.codec import FrameReader, decode_body, encode_frame
 
 DM = "d:alice:bob"

@@ -1,11 +1,11 @@
-"""The loadtest report arithmetic (cluster/loadreport.py) and the load users' seq check
-(tools/seqcheck.py): pure logic, no Locust run."""
+"""The loadtest report arithmetic (tools/load/report.py) and the load users' seq check
+(tools/load/seqcheck.py): pure logic, no Locust run."""
 import math
 
 import pytest
 
-from cluster import loadreport as lr
-from tools.seqcheck import SeqCheck
+from tools.load import report as lr
+from tools.load.seqcheck import SeqCheck
 
 
 class Entry:                                       # what the snapshot reads of a Locust StatsEntry

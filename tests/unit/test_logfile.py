@@ -1,4 +1,4 @@
-"""cluster.logfile: writer, rotation, reader, torn tails and tail's formatting."""
+"""log.logfile: writer, rotation, reader, torn tails and tail's formatting."""
 import errno
 import os
 
@@ -6,8 +6,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cluster import logfile
-from cluster.logfile import LogWriter, Record, encode_record
+from log import logfile
+from log.logfile import LogWriter, Record, encode_record
 
 TS = 1_700_000_000_123          # 2023-11-14T22:13:20.123Z
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from cluster.client import Client
+from client import Client
 from cluster import convs
 from tools.bench import common
 from tools.bench.runner import _with_cluster

@@ -1,6 +1,6 @@
 """One client TCP connection of protocol v1: framing, a receive greenlet, rid matching.
 
-``cluster.client.Client`` owns one at a time (a new one per reconnect). Every decoded
+``client.Client`` owns one at a time (a new one per reconnect). Every decoded
 body goes to ``on_body(body)`` first (the session's side effects and pushes), then, if it
 carries the rid of a waiting request, to that request; ``on_read()`` runs after each
 socket read. When the connection ends, for any reason, its waiting requests fail with

@@ -1,4 +1,4 @@
-"""The terminal chat behind ``zonechat chat USER``.
+"""The terminal chat behind ``zonechat chat USER`` (the ``chat`` command is here too).
 
 Lines typed go to the current conversation; incoming messages print as they arrive::
 
@@ -20,8 +20,8 @@ import click
 import gevent
 from gevent.event import Event
 
+from client.client import Client, ClientError, dm_conv
 from cluster import convs
-from cluster.client import Client, ClientError, dm_conv
 
 RECENT = 10                 # messages shown on /dm, /join
 SYNC_DEFAULT = 20           # messages shown by /sync
@@ -276,3 +276,23 @@ def _serve(session: ChatSession, stdin) -> int:
         session.say(describe_error(exc.code, exc.reason))
     client.close()
     return 0
+
+
+@click.command("chat")
+@click.option("-c", "--config", "config_path", default="config.yaml", envvar="ZONECHAT_CONFIG",
+              show_default=True, type=click.Path(dir_okay=False), help="cluster config file")
+@click.argument("user")
+@click.option("--host", default=None, help="gate host (default: the first gate's)")
+@click.option("--port", default=None, type=int, help="gate TCP port (default: the first gate's)")
+@click.option("--register", is_flag=True, help="register USER before logging in")
+def chat(config_path: str, user: str, host: str | None, port: int | None, register: bool) -> None:
+    """Chat as USER from the terminal."""
+    if host is None or port is None:
+        from cluster import config as config_mod   # the config is read only to find a gate
+        try:
+            cfg = config_mod.load(config_path)
+        except config_mod.ConfigError as exc:
+            raise click.ClickException(f"config error: {exc}") from None
+        gate = min(cfg.nodes_of("gate"), key=lambda n: n.name)
+        host, port = host or gate.host, port or gate.tcp_port
+    sys.exit(run_chat(user, host=host, port=port, register=register))

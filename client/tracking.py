@@ -1,6 +1,6 @@
 """The client's bookkeeping: seqs per conversation and the sends not acked yet. No I/O.
 
-``cluster.client`` feeds it every ``msg`` push and every ``ack``; it calls ``deliver(st,
+``client.Client`` feeds it every ``msg`` push and every ``ack``; it calls ``deliver(st,
 msg)`` for what the app should see and ``start_fill(st)`` when a durable conversation
 has a hole to ``sync`` (the client does the I/O, then hands the history back).
 

@@ -1,4 +1,4 @@
-"""The load users' own seq check, beside the client's tracker (cluster.client_track). No I/O.
+"""The load users' own seq check, beside the client's tracker (client.tracking). No I/O.
 
 Fed every ``msg`` a load user's app sees and every ``ack`` of its own sends. The rules
 it holds the cluster to (PROTOCOL.md, guarantees 2, 3 and 5):

@@ -1,7 +1,7 @@
 """``zonechat loadtest SCENARIO``: a capacity test in one command.
 
-Runs Locust headless on ``tools/locustfile.py`` against the running cluster of the
-config (gate TCP ports from its nodes, the center's admin endpoint for tokens), with
+Runs Locust headless on ``tools/load/locustfile.py`` (found beside this module, so an
+installed copy works as well as a checkout) against the running cluster of the config (gate TCP ports from its nodes, the center's admin endpoint for tokens), with
 ``--workers`` Locust processes, while sampling CPU% and RSS of every cluster process
 (pids from the supervisor's state file, see cluster/runstate.py), Redis included, and
 of the load generator. Everything lands in ``<out>/loadtest-<scenario>-<timestamp>/``:
@@ -29,11 +29,12 @@ import psutil
 from gevent.event import Event
 
 from cluster import config as config_mod
-from cluster import loadreport, runstate
+from cluster import runstate
 from cluster.admin import parse_duration
-from cluster.child import PROJECT_ROOT, child_env, die_with_parent
+from cluster.child import child_env, die_with_parent
+from tools.load import report as loadreport
 
-LOCUSTFILE = os.path.join(PROJECT_ROOT, "tools", "locustfile.py")
+LOCUSTFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locustfile.py")
 SCENARIOS = {"world": ["WorldUser"], "dm": ["DmUser"], "guild": ["GuildUser"],
              "broadcast": ["BroadcastUser", "Broadcaster"], "churn": ["ChurnUser"]}
 SAMPLE_EVERY = 1.0      # seconds between two process samples
@@ -159,7 +160,7 @@ def wait_for(proc, limit: float) -> int:
 def run_locust(o: dict, report_dir: str, sampler_dir: str) -> tuple[int, dict]:
     """Run Locust to its end (stopping it when overdue); its exit code and the samples."""
     argv = locust_argv(o, report_dir)
-    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=child_env(), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             preexec_fn=die_with_parent(os.getpid()))
     sampler, stop = ProcessSampler(sampler_dir, proc.pid), Event()

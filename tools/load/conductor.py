@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import gevent
 from locust.runners import STATE_RUNNING, WORKER_REPORT_INTERVAL, MasterRunner
 
-from cluster import loadreport as lr
-
-import zcload
+from tools.load import locust_client
+from tools.load import report as lr
 
 PROGRESS_EVERY = 2.0
 RATE_WINDOW = 4.0       # seconds of per-second counts behind each progress line
@@ -89,7 +88,7 @@ def make_plan(opts, scenario: str, fixed: int) -> Plan:
     rate = opts.zc_rate or DEFAULT_RATE.get(scenario, DEFAULT_RATE["world"])(users)
     workers = opts.zc_workers or (opts.processes if (opts.processes or 0) > 0 else 1)
     plan = Plan(scenario=scenario, users=users, spawn_rate=float(opts.spawn_rate or 10), rate=rate,
-                duration=opts.zc_duration, cfg=cfg, addrs=zcload.gate_addrs(cfg), workers=workers,
+                duration=opts.zc_duration, cfg=cfg, addrs=locust_client.gate_addrs(cfg), workers=workers,
                 fixed=fixed, prefix=opts.zc_prefix, room=opts.zc_room, guild_size=opts.zc_guild_size,
                 churn_every=opts.zc_churn_every, knee=opts.zc_knee,
                 knee_step=opts.zc_knee_step or max(1, users // 5), step_time=opts.zc_step_time,
@@ -134,7 +133,7 @@ class Conductor:
             out(f"warning: {1.0 / plan.interval:.1f} sends/s per user is over gate.send_rate "
                 f"({plan.cfg.gate.send_rate:g}): expect rate_limited errors")
         try:
-            zcload.prepare(plan.cfg, plan.addrs, names, rosters, out)
+            locust_client.prepare(plan.cfg, plan.addrs, names, rosters, out)
         except Exception as exc:             # logged, and the run ends at the next tick
             self.failed = f"prepare failed: {exc}"
             self.results["failed"] = self.failed

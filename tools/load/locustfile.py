@@ -1,6 +1,6 @@
 """Locust load users for zonechat: `zonechat loadtest` runs this file; so can you.
 
-    locust -f tools/locustfile.py WorldUser --headless -u 200 -r 20 --zc-duration 30 \
+    locust -f tools/load/locustfile.py WorldUser --headless -u 200 -r 20 --zc-duration 30 \
         --zc-config config.yaml --zc-out reports/mine
 
 Scenarios, chosen by class or by tag (``--tags world``):
@@ -41,10 +41,9 @@ from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 from cluster import admin, convs
-
-import zcload
-from seqcheck import SeqCheck
-from zcconductor import Conductor, Plan, make_plan
+from tools.load import locust_client
+from tools.load.conductor import Conductor, Plan, make_plan
+from tools.load.seqcheck import SeqCheck
 
 PLAN: Plan | None = None
 CONDUCTOR: Conductor | None = None
@@ -100,7 +99,7 @@ def on_quitting(environment, **_kw) -> None:
 
 
 class ZonechatShape(LoadTestShape):
-    """Steady run or knee search; the Conductor decides (see zcconductor)."""
+    """Steady run or knee search; the Conductor decides (see tools.load.conductor)."""
 
     use_common_options = True                  # -u and -r are ours to read
 
@@ -139,7 +138,7 @@ class ZonechatUser(User):
 
     abstract = True
     scenario = ""
-    conn: zcload.LoadClient | None = None
+    conn: locust_client.LoadClient | None = None
 
     def wait_time(self) -> float:
         return self.pacer.wait()
@@ -157,11 +156,11 @@ class ZonechatUser(User):
         self.pacer = Pacer(PLAN.interval, int(PLAN.max_seconds / PLAN.interval) + 1)
         started = time.perf_counter()
         try:
-            self.token = zcload.ensure_user(PLAN.cfg, self.addr, self.user)
-        except (admin.AdminFailed, zcload.ClientError, RuntimeError) as exc:
-            zcload.fire_call(self.environment.events.request.fire, "admin", "token", started, str(exc)[:80])
+            self.token = locust_client.ensure_user(PLAN.cfg, self.addr, self.user)
+        except (admin.AdminFailed, locust_client.ClientError, RuntimeError) as exc:
+            locust_client.fire_call(self.environment.events.request.fire, "admin", "token", started, str(exc)[:80])
             raise StopUser() from None
-        zcload.fire_call(self.environment.events.request.fire, "admin", "token", started)
+        locust_client.fire_call(self.environment.events.request.fire, "admin", "token", started)
         self.conn = self.open_session("login")
         self.after_login()
 
@@ -169,18 +168,18 @@ class ZonechatUser(User):
     def addr(self) -> tuple[str, int]:
         return PLAN.addrs[self.k % len(PLAN.addrs)]
 
-    def open_session(self, name: str) -> zcload.LoadClient:
+    def open_session(self, name: str) -> locust_client.LoadClient:
         """Log in by token; a busy cluster (``unavailable``...) is asked again, as a game would."""
         bases = {self.conv: 0} if convs.is_durable(self.conv) else {}
-        for attempt in range(zcload.TRIES):
-            conn = zcload.LoadClient(self.addr, self.environment.events.request.fire, self.check, bases)
+        for attempt in range(locust_client.TRIES):
+            conn = locust_client.LoadClient(self.addr, self.environment.events.request.fire, self.check, bases)
             if conn.login(self.user, self.token, name) is not None:
                 self.token = conn.client.token or self.token
                 return conn
             conn.close(logout=False)
-            if conn.error not in zcload.RETRY:
+            if conn.error not in locust_client.RETRY:
                 break
-            zcload.backoff(attempt, conn.retry_ms)
+            locust_client.backoff(attempt, conn.retry_ms)
         raise StopUser()
 
     def after_login(self) -> None:
@@ -274,7 +273,7 @@ class Broadcaster(User):
             admin.call(PLAN.cfg, "/v1/broadcast", {"body": {"ts": time.time_ns(), "text": TEXT}})
         except admin.AdminFailed as exc:
             code = str(exc.message).split(":")[0]
-        zcload.fire_call(self.environment.events.request.fire, "admin", "broadcast", started, code)
+        locust_client.fire_call(self.environment.events.request.fire, "admin", "broadcast", started, code)
 
 
 class ChurnUser(DmUser):

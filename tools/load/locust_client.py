@@ -1,4 +1,4 @@
-"""The load users' client: cluster.client.Client wrapped to fire Locust's events.request.
+"""The load users' client: client.Client wrapped to fire Locust's events.request.
 
 Like locust's ``examples/custom_xmlrpc_client`` and ``contrib/socketio.py``: a thin
 wrapper that times each call and reports it, plus a receive side (the Client's receive
@@ -18,11 +18,10 @@ import time
 
 import gevent
 
+from client import Client, ClientError
 from cluster import admin
-from cluster.client import Client
-from cluster.client_conn import ClientError
-from cluster.loadreport import CHECK, INFO, REQ
-from seqcheck import FAILURES, SeqCheck
+from tools.load.report import CHECK, INFO, REQ
+from tools.load.seqcheck import FAILURES, SeqCheck
 
 PASSWORD = "zonechat-load-pw"
 CLIENT_CHECKS = ("dups", "gaps", "missed", "out_of_order", "lost", "fill_failed", "bad_frames")

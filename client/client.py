@@ -1,6 +1,6 @@
 """A gevent TCP client of protocol v1: the terminal chat, the tests and Locust use it.
 
-    from cluster.client import Client, ClientError, dm_conv
+    from client import Client, ClientError, dm_conv
     c = Client("127.0.0.1", 7700, reconnect=True, auto_recv=True).connect()
     c.register("alice", "secret-pw")               # ok; ClientError(code, reason) on error
     welcome = c.login("alice", "secret-pw")        # or login("alice", token=...)
@@ -23,7 +23,7 @@ in the receive greenlet: spawn, never wait for a reply there), else to the bound
 ``kicked_reason``. Events: ``session_up`` while logged in, ``closed`` once down for good
 (logout, kick, ``close()``, a drop without reconnect); a closed Client is not reused.
 
-Bookkeeping (``cluster.client_track``): pushes are deduplicated by seq, DM/group holes
+Bookkeeping (``client.tracking``): pushes are deduplicated by seq, DM/group holes
 ``sync``ed and delivered in order, room/sys holes counted, in ``counters`` (with
 late_replies, push_overflow, bad_frames, reconnects, resent). ``last_seen(conv)``: the
 last seq the app got. ``auto_recv``: one ``recv`` per DM/group per socket read.
@@ -51,8 +51,8 @@ from gevent.pool import Group
 from gevent.queue import Empty, Full, Queue
 
 from cluster import convs
-from cluster.client_conn import ClientError, Connection, ConnectionLost, RequestTimeout
-from cluster.client_track import PendingSend, SendBook, SeqTracker
+from client.connection import ClientError, Connection, ConnectionLost, RequestTimeout
+from client.tracking import PendingSend, SendBook, SeqTracker
 
 PROTOCOL_VERSION = 1
 SYNC_PAGE = 500                                  # the protocol's largest sync limit

@@ -1,41 +1,311 @@
-"""Helpers for the issue-3 integration tests (groups, rooms, sys, moderation, admin API,
-slow consumers, room scale). Everything runs against a real cluster (``cluster`` /
-``start_cluster`` fixtures); nothing of ours is mocked.
+"""The integration tests' helper kit: clients, raw connections, fences, Redis and admin.
 
-``RecordingClient`` is ``cluster.client.Client`` that also keeps every body the server
-sent, in arrival order (``raw``), before the client's own bookkeeping sees it: the
-tests judge the server by what it put on the wire, not by what the client repaired.
+Everything runs against a real cluster (the ``cluster`` / ``start_cluster`` fixtures of
+tests/conftest.py); nothing of ours is mocked. The ``clients`` fixture (tests/integration/
+conftest.py) hands out ``Clients``.
+
+Three kinds of client, for three kinds of question:
+
+- ``Raw`` (with ``Users``): a deliberately dumb TCP client of protocol v1. It writes
+  exactly the bytes it is given and hands back every body the server sends, in order,
+  with no bookkeeping (no dedup by seq, no automatic sync or recv, no reconnect): for
+  tests where what the server sends must be seen as it is (duplicates, echoes, replay
+  order, the close).
+- ``RecordingClient`` (with ``Clients``): ``client.Client`` that also keeps every body the
+  server sent, in arrival order (``raw``), before the client's own bookkeeping sees it:
+  the tests judge the server by what it put on the wire, not by what the client repaired.
+  Plain ``client.Client`` is used where its bookkeeping is the point (reconnect + resend).
+- ``RawConn`` (with ``Peer``): a bare socket the test reads when (and whether) it wants:
+  slow consumers, floods, thousands of members.
+
+Fences: "nothing more will arrive" is shown by a request whose reply must come after
+everything that could still be on its way, not by a quiet window. ``Raw.fence`` and
+``RecordingClient.fence`` explain which deliveries their reply is ordered after.
 """
 from __future__ import annotations
 
 import collections
 import itertools
-import os
 import socket
 import struct
 import subprocess
 import sys
 import time
+import uuid
 
 import gevent
 import msgpack
-import pytest
+import redis
+from gevent.event import AsyncResult
 
+from client import Client
 from cluster import admin as admin_mod
-from cluster import logfile
-from cluster.client import Client
+from cluster.codec import MAX_SERVER_FRAME, FrameReader, encode_frame, unpackb
+from cluster.convs import dm
 from cluster.slots import SlotTable
+from dc import keys
 from harness import REPO, poll_for
+from log import logfile
 
 PASSWORD = "password123"
-TIMEOUT = 10.0
+TIMEOUT = 10.0                   # seconds any single expected reply or push may take
+WAIT = TIMEOUT
 WINDOW = 128                     # sends in flight per Peer.flood (the gate allows 256)
-_names = itertools.count(1)
 
 
 def fresh(prefix: str = "u") -> str:
-    """A user/group/room name no other test (or run) uses; at most 32 characters."""
-    return f"{prefix[:12]}{os.getpid() % 100000}x{next(_names)}"
+    """A user/group/room name no other test (or run) uses: valid ([A-Za-z0-9_.-]) and at
+    most 32 characters (the prefix is cut to 20)."""
+    return f"{prefix[:20]}{uuid.uuid4().hex[:12]}"
+
+
+# -- Raw: every body as the server sent it ---------------------------------------------------
+class Closed(Exception):
+    """The server closed the connection."""
+
+
+class Raw:
+    """One TCP connection; ``bodies`` read but not consumed yet wait in ``self.backlog``."""
+
+    def __init__(self, addr, timeout: float = WAIT):
+        self.addr = addr
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = FrameReader(MAX_SERVER_FRAME)
+        self.backlog: list[dict] = []
+        self.rids = itertools.count(1)
+        self.last_rid = None
+        self.arrivals: list = []      # the type of every body received, in arrival order
+        self.eof = False
+        self.user = None
+        self.welcome = None
+
+    # -- writing -------------------------------------------------------------------------
+    def write_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def write(self, body: dict) -> None:
+        self.sock.sendall(encode_frame(body))
+
+    def begin(self, t: str, **fields) -> int:
+        """Write a request with a fresh rid (pipelining); ``reply(rid)`` reads its answer."""
+        rid = self.last_rid = next(self.rids)
+        self.write({"t": t, "rid": rid, **fields})
+        return rid
+
+    # -- reading -------------------------------------------------------------------------
+    def _read_more(self, deadline: float) -> None:
+        if self.eof:
+            raise Closed("connection closed by the server")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("nothing from the server in time")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout as exc:
+            raise TimeoutError("nothing from the server in time") from exc
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            raise Closed("connection closed by the server")
+        for body in self.reader.feed(data):
+            obj = unpackb(body)
+            self.backlog.append(obj)
+            self.arrivals.append(obj.get("t") if isinstance(obj, dict) else None)
+
+    def take(self, pred, timeout: float = WAIT) -> dict:
+        """The first body (backlog first) for which ``pred`` is true; it leaves the backlog."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, body in enumerate(self.backlog):
+                if pred(body):
+                    return self.backlog.pop(i)
+            self._read_more(deadline)
+
+    def next(self, timeout: float = WAIT) -> dict:
+        return self.take(lambda b: True, timeout)
+
+    def reply(self, rid: int, timeout: float = WAIT) -> dict:
+        return self.take(lambda b: b.get("rid") == rid, timeout)
+
+    def request(self, t: str, timeout: float = WAIT, **fields) -> dict:
+        return self.reply(self.begin(t, **fields), timeout)
+
+    def expect(self, t: str, timeout: float = WAIT, **match) -> dict:
+        return self.take(lambda b: b.get("t") == t and all(b.get(k) == v for k, v in match.items()),
+                         timeout)
+
+    def fence(self, conv: str | None = None, timeout: float = WAIT) -> list[dict]:
+        """Every body that arrived before a fence's reply (they leave the backlog; bodies
+        after the reply stay in it).
+
+        Without ``conv`` the fence is a ``ping``. The gate answers it on this session's
+        ordered queue of replies and DM/group frames, so whatever the gate had queued for
+        us comes first: a true fence for what has reached our gate (the sender's own
+        gate gets its ack and that gate's deliveries in one envelope, so after an ack
+        there, an echo or a delivery to a session on the same gate would be in).
+
+        With ``conv`` (a DM or group we are in) it is a ``sync`` of it: the reply comes from
+        the conversation's zone down the same zone -> gate pipe as its deliveries (a zone
+        sends DM and group deliveries to each gate itself while there are at most
+        ``bus.direct_dlv_gates`` gates: 2 here, 8 by default), and the gate queues them for
+        us in pipe order. So after the sender's ack, every delivery of the acked messages
+        to our gate, whichever gate that is, comes before the reply. Room and ``sys`` frames
+        travel through center, and with ``direct_dlv_gates: 0`` DMs do too: neither fence
+        covers them."""
+        rid = self.begin("sync", conv=conv, after=0, limit=1) if conv else self.begin("ping")
+        deadline = time.monotonic() + timeout
+        while True:
+            at = next((i for i, b in enumerate(self.backlog) if b.get("rid") == rid), None)
+            if at is not None:
+                before, reply, self.backlog = self.backlog[:at], self.backlog[at], self.backlog[at + 1:]
+                assert reply.get("t") != "error", reply
+                return before
+            self._read_more(deadline)
+
+    def drain(self, quiet: float = 0.3) -> list[dict]:
+        """Everything that arrives until the server has been quiet for ``quiet`` seconds:
+        only where no fence covers what could still come (see ``fence``)."""
+        out = []
+        while True:
+            try:
+                out.append(self.next(timeout=quiet))
+            except (TimeoutError, Closed):
+                return out
+
+    def msgs(self, conv: str, count: int, timeout: float = WAIT) -> list[dict]:
+        """The next ``count`` ``msg`` pushes of ``conv``, in arrival order."""
+        deadline = time.monotonic() + timeout
+        return [self.take(lambda b: b.get("t") == "msg" and b.get("conv") == conv,
+                          max(0.01, deadline - time.monotonic())) for _ in range(count)]
+
+    def wait_closed(self, timeout: float = WAIT) -> list[dict]:
+        """Read to the end of the stream; the bodies that came before the close."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while True:
+            try:
+                self._read_more(deadline)
+            except Closed:
+                got, self.backlog = self.backlog, []
+                return got
+
+    def is_open(self, timeout: float = WAIT) -> bool:
+        """A ping answers: the connection is up (leaves other bodies in the backlog)."""
+        try:
+            return self.request("ping", timeout)["t"] == "pong"
+        except (Closed, OSError, TimeoutError):
+            return False
+
+    # -- chat ----------------------------------------------------------------------------
+    def register(self, user: str, password: str = PASSWORD) -> dict:
+        return self.request("register", user=user, password=password)
+
+    def login(self, user: str, password: str | None = PASSWORD, token: str | None = None, **extra) -> dict:
+        fields = {"user": user, "v": 1, **extra}
+        if token is not None:
+            fields["token"] = token
+        elif password is not None:
+            fields["password"] = password
+        reply = self.request("login", **fields)
+        if reply.get("t") == "welcome":
+            self.user, self.welcome = user, reply
+        return reply
+
+    def send(self, conv: str, body, cid: str | None = None, timeout: float = WAIT) -> dict:
+        return self.request("send", timeout, conv=conv, cid=cid or uuid.uuid4().hex, body=body)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Users:
+    """Connections opened by one test, all closed at the end (``with Users(c) as u``)."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.conns: list[Raw] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for conn in self.conns:
+            conn.close()
+
+    def connect(self, gate: int = 0) -> Raw:
+        conn = Raw(self.cluster.gates[gate])
+        self.conns.append(conn)
+        return conn
+
+    def new(self, prefix: str = "u", gate: int = 0, login: bool = True) -> Raw:
+        """A registered user (fresh name), logged in on gate ``gate`` unless ``login=False``."""
+        conn = self.connect(gate)
+        name = fresh(prefix)
+        reply = conn.register(name)
+        assert reply == {"t": "ok", "rid": 1}, reply
+        conn.user = name
+        if login:
+            welcome = conn.login(name)
+            assert welcome["t"] == "welcome", welcome
+        return conn
+
+    def relogin(self, user: str, gate: int = 0, **kw) -> Raw:
+        conn = self.connect(gate)
+        welcome = conn.login(user, **kw)
+        assert welcome["t"] == "welcome", welcome
+        return conn
+
+
+def register(cluster, name: str | None = None, gate: int = 0, password: str = PASSWORD) -> str:
+    """Register a fresh user on its own short connection; its name."""
+    name = name or fresh()
+    with Raw(cluster.gates[gate]) as conn:
+        reply = conn.register(name, password)
+        assert reply["t"] == "ok", reply
+    return name
+
+
+def pair(users: Users, gates=(0, 1)):
+    """Two logged-in users on the given gates and their DM id."""
+    a, b = users.new("a", gates[0]), users.new("b", gates[1])
+    return a, b, dm(a.user, b.user)
+
+
+def redis_client(cluster) -> redis.Redis:
+    return redis.Redis.from_url(cluster.redis_url, socket_timeout=5)
+
+
+def stored_seqs(r: redis.Redis, conv: str) -> list[int]:
+    """Every seq stored for ``conv``, sorted."""
+    return sorted(int(k) for k in r.hkeys(keys.messages(conv)))
+
+
+def stored_records(r: redis.Redis, conv: str) -> dict[int, dict]:
+    return {int(k): unpackb(v) for k, v in r.hgetall(keys.messages(conv)).items()}
+
+
+def frame_with_length(n: int, body: bytes) -> bytes:
+    return struct.pack(">I", n) + body
+
+
+def resend_until_acked(conn: Raw, conv: str, cid: str, body, timeout: float, interval: float) -> dict:
+    """Send the same cid again until it is acked (a client retrying after `unavailable`)."""
+    def attempt():
+        reply = conn.send(conv, body, cid=cid)
+        return reply if reply["t"] == "ack" else None
+    return poll_for(attempt, timeout, f"an ack for {cid}", interval=interval)
 
 
 # -- clients ------------------------------------------------------------------------------
@@ -69,7 +339,9 @@ class RecordingClient(Client):
         return self.msgs(conv)
 
     def fence(self) -> None:
-        """A ping round trip: everything the gate queued for us before it is dispatched."""
+        """A ping round trip: everything the gate queued for us before it is dispatched
+        (the frames of one read are dispatched before the waiting ping returns). It covers
+        what has reached our gate, not what is still on its way there: see ``Raw.fence``."""
         self.ping()
 
 
@@ -125,13 +397,6 @@ class Clients:
                 c.close()
             except Exception:
                 pass
-
-
-@pytest.fixture
-def clients(cluster):
-    box = Clients(cluster)
-    yield box
-    box.close()
 
 
 def error_code(reply: dict) -> str | None:
@@ -271,6 +536,8 @@ class Peer:
         self.arrived: dict = {}         # cid -> time.monotonic() of its msg
         self.kicked = None
         self._cids = itertools.count()
+        self._asks = itertools.count(1 << 30)   # rids far above the sends' 1, 2, 3...
+        self._pending: dict = {}        # rid -> AsyncResult of an ``ask`` (not a send)
         self.reader = gevent.spawn(self._read)
 
     def _read(self) -> None:
@@ -282,7 +549,9 @@ class Peer:
             if body is None:
                 return
             t = body.get("t")
-            if t == "msg":
+            if body.get("rid") in self._pending:     # an ``ask``'s reply, errors included
+                self._pending.pop(body["rid"]).set(body)
+            elif t == "msg":
                 self.seqs.setdefault(body["conv"], []).append(body["seq"])
                 self.arrived[body["cid"]] = time.monotonic()
             elif t == "ack":
@@ -291,6 +560,19 @@ class Peer:
                 self.errors.append(body)
             elif t == "kicked":
                 self.kicked = body.get("reason")
+
+    def ask(self, t: str, timeout: float = TIMEOUT, **fields) -> dict:
+        """A request other than ``send`` (ping, room_info...): its reply, which the reader
+        hands over (it is not counted in ``answered``)."""
+        rid = next(self._asks)
+        result = self._pending[rid] = AsyncResult()
+        self.conn.write({"t": t, "rid": rid, **fields})
+        try:
+            return result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise AssertionError(f"{self.user}: no reply to {t} within {timeout:g}s") from None
+        finally:
+            self._pending.pop(rid, None)
 
     @property
     def answered(self) -> int:
