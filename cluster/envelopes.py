@@ -313,8 +313,9 @@ class Malformed(ValueError):
 
 
 def pack(env) -> bytes:
-    """The wire bytes of a record: ``[kind, *fields]``."""
-    return packb([env.KIND, *env])
+    """The wire bytes of a record: ``[kind, *fields]`` (a tuple concatenation is the
+    cheapest way there: this runs a few times per message)."""
+    return packb((env.KIND,) + env)
 
 
 def decode(cls, raw: list):
