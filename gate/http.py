@@ -30,6 +30,7 @@ PAGES = {
     "/client.js": ("client.js", "text/javascript; charset=utf-8"),
     "/errors.js": ("errors.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/zonechat.js": ("zonechat.js", "text/javascript; charset=utf-8"),   # copy of clients/js/zonechat.js
 }
 WS_PATH = "/ws"
 HEAD_MAX = 16384                  # request line + headers

@@ -1,58 +1,44 @@
-// The protocol side of the chat page: protocol v1 over one WebSocket with JSON text
-// frames. Requests are matched to replies by rid; after a drop the client reconnects by
-// itself, logs in with its token, resends unacked messages with their cid (the server
-// answers with the same ack, so nothing is stored twice), rejoins its rooms and fills
-// every gap with `sync`. Each conversation keeps its messages by seq: a message is shown
-// once, whatever mix of live pushes, offline replay and sync brought it.
+// The chat page's side of the protocol: a thin adapter over the zonechat JavaScript client
+// (clients/js/zonechat.js, served at /zonechat.js), which keeps the protocol's rules: it
+// reconnects by itself, logs in with its token, resends unacked messages with their cid
+// (the server answers with the same ack, so nothing is stored twice), rejoins its rooms,
+// drops duplicates and fills gaps with `sync`. This file keeps what the page shows: each
+// conversation's messages by seq (the newest KEEP of them), its unread count, the page of
+// history shown when a conversation is opened, and the outbox of sends not acked yet.
 
+import { NAME_RE, ZonechatClient, ZonechatError, dmConv, isDurable, isRoom } from './zonechat.js';
 import { explain } from './errors.js';
 
-export { explain };
-export const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
-const PING_MS = 20000;
-const REQUEST_MS = 15000;
-const BACKOFF_MIN = 250;
-const BACKOFF_MAX = 4000;
+export { NAME_RE, dmConv, explain, isDurable, isRoom };
 const FIRST_PAGE = 100;      // history shown for a conversation the page has never seen
 const SYNC_PAGE = 500;       // the protocol's largest sync
-const FILL_DELAY = 300;      // let acks in flight land before calling a seq hole a gap
-const STOP_KICKS = new Set(['session_replaced', 'admin', 'banned']);
+const KEEP = 5000;           // messages kept per conversation (the oldest go first)
+const STORE_KEY = 'zonechat';
 
-export class Refusal extends Error {
+/** An error reply, thrown by `call`. */
+export class Refusal extends ZonechatError {
   constructor(reply) {
-    super(reply.reason || reply.code);
-    this.code = reply.code;
-    this.reply = reply;
+    super(String(reply.code), String(reply.reason ?? ''), reply);
   }
 }
-
-export const dmConv = (a, b) => (a < b ? `d:${a}:${b}` : `d:${b}:${a}`);
-export const isDurable = (id) => id.startsWith('d:') || id.startsWith('g:');
-export const isRoom = (id) => id.startsWith('r:');
 
 export class Conv {
   constructor(id) {
     this.id = id;
     this.msgs = new Map();   // seq -> msg
-    this.last = 0;           // every seq up to here is in msgs (or given up as missed)
-    this.top = 0;            // the highest seq the server said exists
-    this.fresh = true;       // no baseline yet
-    this.filling = false;
+    this.top = 0;            // the highest seq the page knows exists
     this.unread = 0;
-    this.missed = 0;
-    this.recvSent = 0;
+    this.missed = 0;         // seqs the client gave up (no longer on the server)
+    this.loaded = false;     // the first page of history was read
+    this.loading = false;
   }
 
   /** Add one message; false if that seq is already here. */
   add(m) {
-    if (this.msgs.has(m.seq)) return false;
-    if (this.fresh) {
-      this.fresh = false;
-      this.last = Math.max(0, m.seq - FIRST_PAGE);
-    }
+    if (!Number.isInteger(m.seq) || this.msgs.has(m.seq)) return false;
     this.msgs.set(m.seq, m);
     this.top = Math.max(this.top, m.seq);
-    while (this.msgs.has(this.last + 1)) this.last += 1;
+    if (this.msgs.size > KEEP) this.msgs.delete(Math.min(...this.msgs.keys()));
     return true;
   }
 
@@ -61,23 +47,34 @@ export class Conv {
   }
 }
 
+function pageUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  return `${scheme}://${location.host}/ws`;
+}
+
 export class ChatClient {
-  /** ui: {status(state), changed(convId), notice(text, opts), welcome(), loggedOut(text)} */
+  /** ui: {status(state), changed(convId), notice(text, opts), welcome(), loggedOut(text), sys(m)} */
   constructor(ui) {
     this.ui = ui;
-    this.ws = null;
     this.user = null;
     this.token = null;
-    this.loggedIn = false;
-    this.wantOnline = false;
-    this.backoff = BACKOFF_MIN;
-    this.rid = 0;
-    this.waiters = new Map();
     this.convs = new Map();
-    this.rooms = new Set();
-    this.outbox = new Map();  // cid -> {cid, conv, body, state, why}
-    this.pinger = null;
-    this.recvTimer = null;
+    this.outbox = new Map();  // cid -> {cid, conv, body, state, why, code}
+    this.core = new ZonechatClient({ url: pageUrl() });
+    this.core.on('state', (ev) => this.onState(ev));
+    this.core.on('welcome', (w) => this.onWelcome(w));
+    this.core.on('msg', (m, info) => this.onMsg(m, info));
+    this.core.on('gap', (g) => this.onGap(g));
+    this.core.on('kicked', (k) => this.onKicked(k));
+    this.core.on('error', (err, info) => this.onError(err, info));
+  }
+
+  get loggedIn() {
+    return this.core.online;
+  }
+
+  get rooms() {
+    return this.core.rooms;
   }
 
   conv(id) {
@@ -89,67 +86,17 @@ export class ChatClient {
     return c;
   }
 
-  // -- the socket ----------------------------------------------------------------------
   connect() {
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) return this.opening;
-    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(`${scheme}://${location.host}/ws`);
-    this.ws = ws;
-    this.opening = new Promise((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new Refusal({ code: 'disconnected', reason: 'cannot reach the server' }));
-    });
-    ws.onmessage = (ev) => this.onFrame(ws, ev.data);
-    ws.onclose = () => this.onClosed(ws);
-    return this.opening;
+    return this.core.connect();
   }
 
-  onClosed(ws) {
-    if (ws !== this.ws) return;
-    this.ws = null;
-    this.loggedIn = false;
-    clearInterval(this.pinger);
-    for (const w of this.waiters.values()) w.reject(new Refusal({ code: 'disconnected', reason: 'connection lost' }));
-    this.waiters.clear();
-    if (!this.wantOnline) {
-      this.ui.status('offline');
-      return;
-    }
-    this.ui.status('reconnecting');
-    const delay = this.backoff * (0.5 + Math.random() / 2);
-    this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
-    setTimeout(() => this.reconnect(), delay);
-  }
-
-  async reconnect() {
-    if (!this.wantOnline || this.ws) return;
-    try {
-      await this.connect();
-      await this.login({ user: this.user, token: this.token });
-    } catch (err) {
-      if (err.code === 'auth_failed') {
-        this.wantOnline = false;
-        this.forget();
-        this.ui.loggedOut('Your session has expired. Please log in again.');
-      }
-      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.close();
-    }
-  }
-
+  /** The reply to a request (an error reply included). A send resolves to its ack or its
+   * refusal: the client resends it by itself until one of them comes. */
   request(t, fields = {}) {
-    return new Promise((resolve, reject) => {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-        reject(new Refusal({ code: 'disconnected', reason: 'not connected' }));
-        return;
-      }
-      const rid = ++this.rid;
-      const timer = setTimeout(() => {
-        this.waiters.delete(rid);
-        reject(new Refusal({ code: 'timeout', reason: 'no answer from the server' }));
-      }, REQUEST_MS);
-      const done = (fn) => (value) => { clearTimeout(timer); fn(value); };
-      this.waiters.set(rid, { resolve: done(resolve), reject: done(reject) });
-      this.ws.send(JSON.stringify({ t, rid, ...fields }));
+    if (t !== 'send') return this.core.request(t, fields);
+    return this.core.send(fields.conv, fields.body, { cid: fields.cid }).catch((err) => {
+      if (err.reply) return err.reply;
+      throw err;
     });
   }
 
@@ -160,227 +107,169 @@ export class ChatClient {
     return reply;
   }
 
-  onFrame(ws, data) {
-    if (ws !== this.ws || typeof data !== 'string') return;
-    let body;
-    try {
-      body = JSON.parse(data);
-    } catch {
-      return;
-    }
-    const waiter = typeof body.rid === 'number' ? this.waiters.get(body.rid) : undefined;
-    if (waiter) {
-      this.waiters.delete(body.rid);
-      waiter.resolve(body);
-      return;
-    }
-    if (body.t === 'msg') this.onMsg(body, true);
-    else if (body.t === 'ack') this.settleAck(body);
-    else if (body.t === 'kicked') this.onKicked(body.reason);
-    else if (body.t === 'error') this.ui.notice(explain(body));
-  }
-
   // -- session -------------------------------------------------------------------------
-  async login(creds) {
-    const welcome = await this.call('login', { ...creds, v: 1 });
-    if (this.user !== welcome.user) this.reset();
-    this.user = welcome.user;
-    this.token = welcome.token;
-    this.loggedIn = true;
-    this.wantOnline = true;
-    this.backoff = BACKOFF_MIN;
-    sessionStorage.setItem('zonechat', JSON.stringify({ user: this.user, token: this.token }));
-    clearInterval(this.pinger);
-    this.pinger = setInterval(() => this.request('ping').catch(() => {}), PING_MS);
-    this.noteConvs(welcome.convs || {});
-    this.ui.status('online');
-    this.ui.welcome();
-    this.catchUp();
-    return welcome;
+  login(creds) {
+    return this.core.login(creds);
   }
 
-  noteConvs(convs) {
-    for (const [id, last] of Object.entries(convs)) {
-      const c = this.conv(id);
-      if (c.fresh) {
-        c.fresh = false;
-        c.last = Math.max(0, last - FIRST_PAGE);
-      }
-      c.top = Math.max(c.top, last);
-      this.ui.changed(id);
-    }
-  }
-
-  async catchUp() {
-    for (const e of this.outbox.values()) if (e.state === 'pending') this.trySend(e);
-    for (const room of this.rooms) this.join(room).catch(() => {});
+  async logout() {
     try {
-      await this.call('ping');      // answered after the offline replay
-    } catch {
-      return;
+      await this.core.logout();
+    } finally {
+      this.forget();
+      this.reset();
     }
-    for (const c of this.convs.values()) if (c.top > c.last) this.fill(c);
+  }
+
+  /** Back online with the saved (or current) token. */
+  resume() {
+    this.core.resume({ user: this.user, token: this.token });
   }
 
   reset() {
     this.convs.clear();
-    this.rooms.clear();
     this.outbox.clear();
   }
 
   forget() {
     this.token = null;
-    sessionStorage.removeItem('zonechat');
+    sessionStorage.removeItem(STORE_KEY);
   }
 
-  async logout() {
-    this.wantOnline = false;
-    try {
-      await this.call('logout');
-    } finally {
+  onState({ state, reason }) {
+    if (state === 'online' || state === 'reconnecting') this.ui.status(state);
+    if (state !== 'offline') return;
+    this.ui.status('offline');
+    if (reason === 'auth_failed' && this.token) {
       this.forget();
-      this.reset();
-      if (this.ws) this.ws.close();
+      this.ui.loggedOut('Your session has expired. Please log in again.');
     }
   }
 
-  onKicked(reason) {
-    if (!STOP_KICKS.has(reason)) return;   // shutdown, idle, slow: the reconnect follows
-    this.wantOnline = false;
+  onWelcome(welcome) {
+    if (this.user !== welcome.user) this.reset();
+    this.user = welcome.user;
+    this.token = welcome.token;
+    sessionStorage.setItem(STORE_KEY, JSON.stringify({ user: this.user, token: this.token }));
+    for (const [id, last] of Object.entries(welcome.convs || {})) {
+      const c = this.conv(id);
+      if (Number.isInteger(last)) c.top = Math.max(c.top, last);
+      this.ui.changed(id);
+    }
+    this.ui.welcome();
+  }
+
+  onKicked({ reason, reconnect }) {
+    if (reconnect) return;                 // shutdown, idle, slow: the client reconnects
     const text = reason === 'session_replaced'
       ? 'You logged in somewhere else, so this page went offline.'
       : 'An operator disconnected you.';
     this.ui.notice(text, { action: 'Reconnect here', onAction: () => this.resume() });
   }
 
-  resume() {
-    this.wantOnline = true;
-    this.backoff = BACKOFF_MIN;
-    this.reconnect();
+  onError(err, { during } = {}) {
+    if (during === 'join' || err.code === 'disconnected') return;
+    this.ui.notice(explain(err.reply || err));
   }
 
   // -- messages ------------------------------------------------------------------------
-  onMsg(m, live) {
-    if (typeof m.conv !== 'string' || typeof m.seq !== 'number') return;
+  onMsg(m, { via } = {}) {
+    if (typeof m.conv !== 'string') return;
     const c = this.conv(m.conv);
-    if (m.from === this.user && this.outbox.has(m.cid)) this.outbox.delete(m.cid);
     if (!c.add(m)) return;
-    if (live && m.conv === 'sys') this.ui.sys(m);
-    if (live) c.unread += 1;
-    this.noteRecv(c);
-    if (c.top > c.last) setTimeout(() => this.fill(c), FILL_DELAY);
+    if (via === 'push') {
+      if (m.conv === 'sys') this.ui.sys(m);
+      c.unread += 1;
+    }
     this.ui.changed(c.id);
   }
 
-  noteRecv(c) {
-    if (!isDurable(c.id) || c.last <= c.recvSent) return;
-    if (this.recvTimer) return;
-    this.recvTimer = setTimeout(() => {
-      this.recvTimer = null;
-      if (!this.loggedIn) return;
-      for (const conv of this.convs.values()) {
-        if (isDurable(conv.id) && conv.last > conv.recvSent) {
-          conv.recvSent = conv.last;
-          this.ws.send(JSON.stringify({ t: 'recv', conv: conv.id, seq: conv.last }));
-        }
-      }
-    }, 250);
+  onGap({ conv, count }) {
+    this.conv(conv).missed += count;
+    this.ui.changed(conv);
   }
 
-  /** Sync the holes of one conversation until `last` reaches `top`. */
+  /** Read the page of history shown when a conversation is opened (once per conversation). */
   async fill(c) {
-    if (c.filling || !this.loggedIn || c.top <= c.last) return;
+    if (c.loaded || c.loading || !this.loggedIn || c.top <= 0) return;
     if (isRoom(c.id) && !this.rooms.has(c.id)) return;
-    c.filling = true;
+    c.loading = true;
     try {
-      while (this.loggedIn && c.top > c.last) {
-        const before = c.last;
-        const h = await this.call('sync', { conv: c.id, after: c.last, limit: Math.min(SYNC_PAGE, c.top - c.last) });
-        for (const m of h.msgs || []) c.add(m);
-        if (typeof h.last_seq === 'number') c.top = Math.max(c.top, h.last_seq);
-        if (c.last === before) this.giveUpHole(c);
+      const top = c.top;
+      for (let after = Math.max(0, top - FIRST_PAGE); after < top;) {
+        const h = await this.call('sync', { conv: c.id, after, limit: Math.min(SYNC_PAGE, top - after) });
+        const msgs = h.msgs || [];
+        for (const m of msgs) c.add(m);
+        if (!msgs.length) break;
+        after = msgs[msgs.length - 1].seq;
       }
+      c.loaded = true;
     } catch (err) {
       if (err.code !== 'disconnected') this.ui.notice(explain(err.reply || err));
     } finally {
-      c.filling = false;
-      this.noteRecv(c);
+      c.loading = false;
       this.ui.changed(c.id);
     }
   }
 
-  giveUpHole(c) {
-    const above = [...c.msgs.keys()].filter((seq) => seq > c.last);
-    const next = above.length ? Math.min(...above) : c.top + 1;
-    c.missed += next - c.last - 1;
-    c.last = next - 1;
-    while (c.msgs.has(c.last + 1)) c.last += 1;
-  }
-
   send(convId, body) {
-    const cid = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+    const cid = this.core.newCid();
     const e = { cid, conv: convId, body, state: 'pending', why: '' };
     this.outbox.set(cid, e);
     this.ui.changed(convId);
     this.trySend(e);
   }
 
+  /** Send (or, for a failed one, send again) an outbox entry with its cid. */
   async trySend(e) {
-    if (!this.loggedIn || e.inflight) return;
+    if (e.inflight) return;
     e.inflight = true;
     e.state = 'pending';
+    this.ui.changed(e.conv);
     let reply;
     try {
       reply = await this.request('send', { conv: e.conv, cid: e.cid, body: e.body });
     } catch (err) {
+      if (err.code === 'queue_full') {
+        reply = { t: 'error', code: err.code, reason: 'too many messages are waiting to be sent' };
+      } else {
+        if (this.outbox.get(e.cid) === e) this.outbox.delete(e.cid);  // logged out or closed
+        this.ui.changed(e.conv);
+        return;
+      }
+    } finally {
       e.inflight = false;
-      if (err.code === 'timeout') setTimeout(() => this.trySend(e), 1000);
-      return;                      // disconnected: resent after the next login
     }
-    e.inflight = false;
-    if (reply.t === 'ack') {
-      this.settleAck(reply);
-    } else if (reply.code === 'unavailable') {
-      setTimeout(() => this.trySend(e), reply.retry_ms || 1000);
-    } else {
-      e.state = 'failed';
-      e.code = reply.code;
-      e.why = explain(reply);
-      this.ui.notice(e.why);
-      this.ui.changed(e.conv);
-    }
+    if (reply.t === 'ack') this.acked(e, reply);
+    else this.refused(e, reply);
   }
 
-  settleAck(ack) {
-    const e = this.outbox.get(ack.cid);
-    if (!e || e.conv !== ack.conv) return;
-    this.outbox.delete(ack.cid);
-    const c = this.conv(ack.conv);
-    c.add({ t: 'msg', conv: ack.conv, seq: ack.seq, from: this.user, ts: ack.ts, body: e.body, cid: ack.cid });
-    this.noteRecv(c);
-    if (c.top > c.last) setTimeout(() => this.fill(c), FILL_DELAY);
+  acked(e, ack) {
+    this.outbox.delete(e.cid);
+    this.conv(ack.conv).add({ t: 'msg', conv: ack.conv, seq: ack.seq, from: this.user, ts: ack.ts, body: e.body, cid: ack.cid });
     this.ui.changed(ack.conv);
   }
 
+  refused(e, reply) {
+    e.state = 'failed';
+    e.code = reply.code;
+    e.why = explain(reply);
+    this.ui.notice(e.why);
+    this.ui.changed(e.conv);
+  }
+
   async join(room) {
-    const joined = await this.call('join', { room });
-    this.rooms.add(room);
+    const joined = await this.core.join(room);
     const c = this.conv(room);
-    const recent = joined.recent || [];
-    if (c.fresh) {
-      c.fresh = false;
-      c.last = Math.max(0, joined.last_seq - recent.length);
-    }
-    for (const m of recent) c.add(m);
+    for (const m of joined.recent || []) c.add(m);
     c.top = Math.max(c.top, joined.last_seq || 0);
+    c.loaded = true;
     this.ui.changed(room);
-    if (c.top > c.last) this.fill(c);
     return joined;
   }
 
   async leave(room) {
-    this.rooms.delete(room);
     this.convs.delete(room);
-    await this.call('leave', { room });
+    await this.core.leave(room);
   }
 }
