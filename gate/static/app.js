@@ -1,5 +1,7 @@
-// The chat page: forms and rendering. The protocol lives in client.js.
+// The chat page: forms and rendering. The protocol lives in client.js, the wording of
+// errors in errors.js.
 import { ChatClient, NAME_RE, dmConv, explain, isRoom } from './client.js';
+import { compose, deadline, detail, sentence } from './errors.js';
 
 const $ = (id) => document.getElementById(id);
 let current = null;          // the conversation on screen
@@ -9,6 +11,9 @@ let pinned = true;           // the message list is scrolled to its end (kept on
 const dirty = new Set();
 const SHORT = { rate_limited: 'too fast', muted: 'you are muted', not_member: 'not a member',
   bad_conv: 'no such user', too_large: 'too long' };
+const MEMBERS_MS = 10000;    // how often an open room's member count is asked again
+const LINES_PER_ROOM = 20;   // "You joined / left" lines kept per room
+const LINE_ROOMS = 100;      // rooms with such lines kept (least recently noted dropped)
 
 const ui = {
   status(state) {
@@ -23,18 +28,26 @@ const ui = {
     $('login-view').hidden = true;
     $('chat-view').hidden = false;
     $('logout').hidden = false;
+    $('drawer-btn').hidden = false;
     $('me').textContent = client.user;
+    $('me').title = client.user;
     $('login-error').textContent = '';
-    hideNotice();
+    notices.hide();
     if (current === null && client.convs.has('sys')) select('sys');
     scheduleRender();
   },
   loggedOut(text) {
     current = null;
+    members.watch(null);
+    roomLines.clear();
+    notices.hide();
+    drawer.set(false);
     $('chat-view').hidden = true;
     $('login-view').hidden = false;
     $('logout').hidden = true;
+    $('drawer-btn').hidden = true;
     $('me').textContent = '';
+    $('me').title = '';
     $('login-error').textContent = text || '';
     if (client.user) $('user').value = client.user;
   },
@@ -43,7 +56,7 @@ const ui = {
     scheduleRender();
   },
   notice(text, opts = {}) {
-    showNotice(text, opts);
+    notices.text(text, opts);
   },
   sys(m) {
     $('sys-text').textContent = bodyText(m.body);
@@ -51,7 +64,29 @@ const ui = {
   },
 };
 
-const client = new ChatClient(ui);
+// client.js hands the page an error only as a sentence; this subclass also tells the
+// notices which reply it was (its `until`, `retry_ms`) and which sends were accepted, so a
+// notice can count down and go away once it stops being true.
+class PageClient extends ChatClient {
+  constructor(handlers) {
+    super(handlers);
+    this.sends = 0;          // sends asked so far, in order
+  }
+
+  async request(t, fields = {}) {
+    const n = t === 'send' ? ++this.sends : 0;
+    const reply = await super.request(t, fields);
+    if (reply.t === 'error') notices.heard(reply, n ? this.sends : null);
+    else if (n && reply.t === 'ack') notices.accepted(n);
+    return reply;
+  }
+}
+
+const notices = makeNotices();
+const members = makeMembers();
+const roomLines = makeRoomLines();
+const drawer = makeDrawer();
+const client = new PageClient(ui);
 window.zonechat = client;    // for debugging and the browser tests
 
 // -- notices ---------------------------------------------------------------------------
@@ -65,14 +100,114 @@ function showNotice(text, { kind = 'error', action = null, onAction = null } = {
     button.type = 'button';
     button.className = 'action';
     button.textContent = action;
-    button.onclick = () => { hideNotice(); onAction(); };
+    button.onclick = () => { notices.hide(); onAction(); };
     $('notice-close').before(button);
   }
   box.hidden = false;
 }
 
-function hideNotice() {
-  $('notice').hidden = true;
+/** One notice at a time. An error reply's notice shows the server's reason first, counts
+ * down the time it carries, and goes when it stops being true: a mute that ended, or a
+ * send asked after the refusal arrived that was accepted (an unmute sends no push). */
+function makeNotices() {
+  let shown = null;          // {reply, end, clearAfter, timer} of the error on screen
+  let heard = null;          // the newest error reply, until the client announces it
+
+  const stop = () => { if (shown) clearInterval(shown.timer); };
+  const hide = () => { stop(); shown = null; $('notice').hidden = true; };
+  const paint = () => {
+    const now = Date.now();
+    if (shown.end && shown.end <= now) {
+      if (shown.reply.code === 'muted') { hide(); return; }
+      stop();                // the reason stays, the countdown is over
+    }
+    $('notice-text').textContent = compose(sentence(shown.reply), detail(shown.reply, shown.end, now));
+  };
+  const showReply = (entry) => {
+    hide();
+    showNotice('');
+    shown = { ...entry, timer: entry.end ? setInterval(paint, 1000) : null };
+    paint();
+  };
+  return {
+    hide,
+    /** clearAfter: sends asked when a send's refusal arrived (null for other requests). */
+    heard(reply, clearAfter) { heard = { reply, end: deadline(reply), clearAfter }; },
+    reply(reply) { showReply({ reply, end: deadline(reply), clearAfter: null }); },
+    accepted(n) { if (shown && shown.clearAfter !== null && n > shown.clearAfter) hide(); },
+    text(text, opts = {}) {
+      const own = heard && sentence(heard.reply).replace(/[.!?]$/, '');
+      if (own && !opts.action && text.startsWith(own)) showReply(heard);
+      else { hide(); showNotice(text, opts); }
+      heard = null;
+    },
+  };
+}
+
+// -- rooms: member counts and the person's own joins and leaves ---------------------------
+/** The count comes with `joined.members`, then from `room_info` every MEMBERS_MS while the
+ * room is on screen, one request at a time. The protocol pushes nothing when other people
+ * join or leave a room, so the count is as fresh as its last answer and only the person's
+ * own joins and leaves get a line. */
+function makeMembers() {
+  let timer = null;
+  let asking = false;
+  const show = (room, n) => {
+    if (room !== current || typeof n !== 'number') return;
+    $('conv-members').textContent = n === 1 ? '1 member' : `${n} members`;
+    $('conv-members').hidden = false;
+  };
+  const ask = async (room) => {
+    if (asking || !client.loggedIn || room !== current) return;
+    asking = true;
+    try {
+      show(room, (await client.call('room_info', { room })).members);
+    } catch {
+      // an older server or a dropped connection: the last count stays
+    } finally {
+      asking = false;
+    }
+  };
+  return {
+    watch(room, count) {
+      clearInterval(timer);
+      timer = null;
+      $('conv-members').hidden = true;
+      if (!room) return;
+      if (typeof count === 'number') show(room, count);
+      else ask(room);
+      timer = setInterval(() => ask(room), MEMBERS_MS);
+    },
+  };
+}
+
+/** "You joined / You left" lines per room, each placed after the room's seq at that time. */
+function makeRoomLines() {
+  const lines = new Map();   // room -> [{kind, after, ts}], oldest first
+  return {
+    note(room, kind, after) {
+      const list = lines.get(room) || [];
+      lines.delete(room);
+      list.push({ kind, after, ts: Date.now() });
+      if (list.length > LINES_PER_ROOM) list.shift();
+      lines.set(room, list);
+      if (lines.size > LINE_ROOMS) lines.delete(lines.keys().next().value);
+    },
+    of: (room) => lines.get(room) || [],
+    clear: () => lines.clear(),
+  };
+}
+
+// -- the drawer: below 700 px the sidebar slides over the conversation ---------------------
+function makeDrawer() {
+  const set = (open) => {
+    $('chat-view').classList.toggle('drawer-open', open);
+    $('drawer-btn').setAttribute('aria-expanded', String(open));
+  };
+  $('drawer-btn').addEventListener('click', () => set(!$('chat-view').classList.contains('drawer-open')));
+  $('shade').addEventListener('click', () => set(false));
+  document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') set(false); });
+  return { set };
 }
 
 // -- rendering -------------------------------------------------------------------------
@@ -83,6 +218,8 @@ function title(id) {
   if (id.startsWith('g:')) return `group ${id.slice(2)}`;
   return id;
 }
+
+const clock = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 
 function bodyText(body) {
   return typeof body === 'string' ? body : JSON.stringify(body);
@@ -132,14 +269,14 @@ function messageItem(m, extra) {
   li.dataset.cid = m.cid || '';
   const meta = document.createElement('span');
   meta.className = 'meta';
-  meta.textContent = m.ts ? new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '…';
+  meta.textContent = m.ts ? clock(m.ts) : '…';
   const from = document.createElement('span');
   from.className = 'from';
   from.textContent = m.from;
   const body = document.createElement('span');
   body.className = 'body';
   body.textContent = bodyText(m.body);
-  li.append(meta, from, body);
+  li.append(meta, ' ', from, ' ', body);    // the spaces let a long body start on its own line
   return li;
 }
 
@@ -160,28 +297,90 @@ function pendingItem(e) {
   return li;
 }
 
-function renderMessages() {
+function lineItem(room, line) {
+  const li = document.createElement('li');
+  li.className = 'line';
+  li.dataset.kind = line.kind;
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = clock(line.ts);
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.textContent = `You ${line.kind === 'join' ? 'joined' : 'left'} ${title(room)}`;
+  li.append(meta, ' ', text);
+  return li;
+}
+
+/** A conversation's rows, oldest first, as {ts, li}: its messages, the person's own join
+ * and leave lines (after the seq the room had then), then the sends still in the outbox. */
+function rows(id) {
+  const out = [];
+  const lines = roomLines.of(id);
+  let k = 0;
+  for (const m of client.conv(id).sorted()) {
+    for (; k < lines.length && lines[k].after < m.seq; k += 1) out.push({ ts: lines[k].ts, li: lineItem(id, lines[k]) });
+    out.push({ ts: m.ts, li: messageItem(m) });
+  }
+  for (; k < lines.length; k += 1) out.push({ ts: lines[k].ts, li: lineItem(id, lines[k]) });
+  for (const e of client.outbox.values()) if (e.conv === id) out.push({ ts: Date.now(), li: pendingItem(e) });
+  return out;
+}
+
+const dayKey = (d) => d.getFullYear() * 10000 + d.getMonth() * 100 + d.getDate();
+
+/** "Today", "Yesterday", or the date ("Mon 1 Dec", with the year when it is not this one). */
+function dayLabel(ts, now = new Date()) {
+  const d = new Date(ts);
+  if (dayKey(d) === dayKey(now)) return 'Today';
+  if (dayKey(d) === dayKey(new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1))) return 'Yesterday';
+  const opts = { weekday: 'short', day: 'numeric', month: 'short' };
+  if (d.getFullYear() !== now.getFullYear()) opts.year = 'numeric';
+  return d.toLocaleDateString([], opts);
+}
+
+/** The rows' items with a date separator before the first row of every day. */
+function withDays(list) {
+  const items = [];
+  let day = null;
+  for (const { ts, li } of list) {
+    const when = typeof ts === 'number' ? ts : Date.now();
+    if (dayKey(new Date(when)) !== day) {
+      day = dayKey(new Date(when));
+      const sep = document.createElement('li');
+      sep.className = 'day';
+      sep.setAttribute('role', 'separator');
+      sep.textContent = dayLabel(when);
+      items.push(sep);
+    }
+    items.push(li);
+  }
+  return items;
+}
+
+function renderMessages(id = current) {
   const list = $('messages');
-  const c = client.conv(current);
-  const items = c.sorted().map((m) => messageItem(m));
+  const c = client.conv(id);
+  const items = withDays(rows(id));
   if (c.missed > 0) {
     const gap = document.createElement('li');
     gap.className = 'gap';
     gap.textContent = `${c.missed} earlier message(s) are no longer available.`;
     items.unshift(gap);
   }
-  for (const e of client.outbox.values()) if (e.conv === current) items.push(pendingItem(e));
   list.replaceChildren(...items);
   if (pinned || stickToBottom) list.scrollTop = list.scrollHeight;
   stickToBottom = false;
 }
 
-function select(id) {
+/** Show conversation id; `count` is a room's member count when the caller has one. */
+function select(id, count) {
   current = id;
   stickToBottom = true;
   client.conv(id);
+  drawer.set(false);
   $('conv-title').textContent = title(id);
   $('leave-btn').hidden = !isRoom(id);
+  members.watch(isRoom(id) ? id : null, count);
   ui.status($('status').dataset.state);
   dirty.add(id);
   scheduleRender();
@@ -213,7 +412,7 @@ $('login-form').addEventListener('submit', (ev) => { ev.preventDefault(); enter(
 $('register-btn').addEventListener('click', () => {
   if ($('login-form').reportValidity()) enter(true);
 });
-$('notice-close').addEventListener('click', hideNotice);
+$('notice-close').addEventListener('click', () => notices.hide());
 $('messages').addEventListener('scroll', () => {
   const list = $('messages');
   pinned = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -234,7 +433,7 @@ $('dm-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const other = $('dm-user').value.trim();
   if (!NAME_RE.test(other) || other === client.user) {
-    showNotice(other === client.user ? 'Pick someone other than yourself.' : explain({ code: 'bad_name' }));
+    notices.text(other === client.user ? 'Pick someone other than yourself.' : explain({ code: 'bad_name' }));
     return;
   }
   $('dm-user').value = '';
@@ -244,29 +443,41 @@ $('dm-form').addEventListener('submit', (ev) => {
 $('join-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const room = `r:${$('room-name').value.trim()}`;
+  const already = client.rooms.has(room);
   try {
-    await client.join(room);
+    const joined = await client.join(room);
     $('room-name').value = '';
-    select(room);
+    if (!already) roomLines.note(room, 'join', joined.last_seq || 0);
+    select(room, joined.members);
   } catch (err) {
     const reply = err.reply || err;
-    showNotice(reply.code === 'unknown_type' ? 'Rooms are not available on this server yet.' : explain(reply));
+    if (reply.code === 'unknown_type') notices.text('Rooms are not available on this server yet.');
+    else showError(reply);
   }
 });
 
+/** The room stays on screen, ending with "You left", until another conversation is picked. */
 $('leave-btn').addEventListener('click', async () => {
   const room = current;
+  roomLines.note(room, 'leave', client.conv(room).top);
+  renderMessages(room);
   current = null;
-  $('conv-title').textContent = 'Pick a conversation';
+  members.watch(null);
+  $('conv-title').textContent = `${title(room)} (left)`;
   $('leave-btn').hidden = true;
-  $('messages').replaceChildren();
+  ui.status($('status').dataset.state);
   try {
     await client.leave(room);
   } catch (err) {
-    showNotice(explain(err.reply || err));
+    showError(err.reply || err);
   }
   scheduleRender();
 });
+
+function showError(reply) {
+  if (typeof reply.code === 'string') notices.reply(reply);
+  else notices.text(explain(null));
+}
 
 $('send-form').addEventListener('submit', (ev) => {
   ev.preventDefault();

@@ -2,7 +2,13 @@
 
 The tests skip, saying why, only when Chromium is not installed on a developer machine
 (``apt-get install chromium``); under CI (``CI`` set) a missing Chromium fails instead,
-so a CI run cannot pass by skipping them. Screenshots go to ``reports/screenshots/``.
+so a CI run cannot pass by skipping them.
+
+Screenshots: an ordinary run (``make test``) writes them to ``reports/test-screenshots/``,
+which git ignores. Only a run with ``ZONECHAT_SCREENSHOTS`` naming a folder writes there
+instead: ``ZONECHAT_SCREENSHOTS=reports/screenshots make test`` overwrites the tracked
+screenshots (a relative folder is taken from the checkout's root). Pages open at the desktop
+size (1280×800, ``chatpage.DESKTOP``) unless a test asks for the phone size (``PHONE``).
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import os
 
 import pytest
 
-from chatpage import ChatPage
+from chatpage import DESKTOP, ChatPage
 
 CHROMIUM = os.environ.get("ZONECHAT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,7 +45,7 @@ def browser(tmp_path_factory):
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1100, "height": 640})
+            viewport=DESKTOP)
         context.set_default_timeout(TIMEOUT_MS)
         yield context
         context.close()
@@ -47,12 +53,18 @@ def browser(tmp_path_factory):
 
 @pytest.fixture
 def open_page(browser, cluster):
-    """open_page("gate1") -> a ChatPage on that gate's chat page; tabs close after the test."""
+    """open_page("gate1", viewport=PHONE) -> a ChatPage on that gate's chat page (desktop size
+    unless told); ``before_load(page)`` runs before the page loads. Tabs close after the test."""
     pages = []
 
-    def make(gate: str) -> ChatPage:
+    def make(gate: str, viewport: dict | None = None, before_load=None) -> ChatPage:
         host, port = cluster.ws_addrs[gate]
-        chat = ChatPage(browser.new_page(), f"http://{host}:{port}")
+        page = browser.new_page()
+        if viewport:
+            page.set_viewport_size(viewport)
+        if before_load:
+            before_load(page)
+        chat = ChatPage(page, f"http://{host}:{port}")
         pages.append(chat)
         return chat.open()
 

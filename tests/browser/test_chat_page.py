@@ -1,19 +1,23 @@
 """The chat page in a real browser (Debian's Chromium through Playwright), against the whole
 cluster: pages chat with each other and with TCP clients, rooms and broadcasts show up,
-errors read like sentences, and a gate restart loses and duplicates nothing."""
+errors read like sentences, and a gate restart loses and duplicates nothing. The layout,
+the errors and the rooms are checked at a phone's size (390×844) and a desktop's (1280×800)."""
 import itertools
 import os
+import re
+import time
 
 import pytest
 import websocket
 from gevent.pywsgi import WSGIServer
 from playwright.sync_api import expect
 
-from chatpage import PASSWORD
+from chatpage import DESKTOP, PASSWORD, PHONE
 from cluster import admin as admin_cli
 from client import Client, dm_conv
 
 _names = itertools.count(1)
+SIZES = pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
 
 
 def fresh(prefix: str) -> str:
@@ -79,22 +83,38 @@ def test_room_messages_and_system_broadcast(open_page, cluster):
     tcp.close()
 
 
-def test_rate_limit_and_mute_are_explained(open_page, cluster):
+def suffix(size) -> str:
+    return "_phone" if size == PHONE else ""
+
+
+@SIZES
+def test_rate_limit_and_mute_are_explained(open_page, cluster, size):
+    """The notice says the server's reason with the time left, and goes when it stops being
+    true: after an unmute, with the next send accepted; by itself when a mute runs out."""
     a, b = fresh("ann"), fresh("bob")
-    page = open_page("gate1").enter(a)
-    open_page("gate2").enter(b)
+    admin_cli.call(cluster.cfg, "/v1/users", {"users": [b]})
+    page = open_page("gate1", viewport=size).enter(a)
+    notice, text = page.page.locator("#notice"), page.page.locator("#notice-text")
     page.dm(b)
     page.page.evaluate("([conv]) => { for (let i = 0; i < 50; i++) window.zonechat.send(conv, `flood ${i}`); }",
                        [dm_conv(a, b)])
-    expect(page.page.locator("#notice-text")).to_contain_text("too fast")
+    expect(text).to_have_text(re.compile(r"^too many messages; slow down\.$", re.I))   # the server's reason
     expect(page.page.locator("#messages li.failed .why").first).to_have_text("not sent: too fast")
     admin_cli.call(cluster.cfg, "/v1/mute", {"user": a, "seconds": 120})
     page.page.locator("#notice-close").click()
     page.say("can anyone hear me")
-    expect(page.page.locator("#notice-text")).to_contain_text("You are muted until")
+    expect(text).to_have_text(re.compile(r"^You are muted for [12] more minutes?\.$"))
     expect(page.page.locator("#messages li.failed .why").last).to_have_text("not sent: you are muted")
-    page.screenshot("chat_errors.png")
+    page.screenshot(f"chat_errors{suffix(size)}.png")
     admin_cli.call(cluster.cfg, "/v1/mute", {"user": a, "seconds": 0})
+    expect(notice).to_be_visible()            # an unmute sends nothing: the page cannot know yet
+    page.say("heard again")
+    expect(notice).to_be_hidden()
+    expect(page.bodies().last).to_have_text("heard again")
+    admin_cli.call(cluster.cfg, "/v1/mute", {"user": a, "seconds": 8})
+    page.say("a short mute")
+    expect(text).to_have_text(re.compile(r"^You are muted for \d+ more seconds?\.$"))
+    expect(notice).to_be_hidden(timeout=30_000)   # the mute ran out: nothing else was sent
 
 
 def test_session_replaced_then_reconnect_here_then_log_out(open_page):
@@ -196,3 +216,119 @@ def test_a_page_from_another_origin_is_refused(open_page, cluster):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(target, timeout=10, origin="http://evil.example")
     assert refused.value.status_code == 403
+
+
+LONG_WORDS = ("Supercalifragilisticexpialidocious adventures await whoever reads this "
+              "extraordinarily long message about incomprehensibilities, characteristically "
+              "written without a single hyphenation opportunity anywhere in it at all.")
+TOKEN = "https://example.com/" + "7" * 300       # one unbreakable token
+
+
+def check_fits(page) -> None:
+    """No horizontal scroll, the send box wholly in the viewport, no word broken mid-word."""
+    lay = page.layout()
+    assert lay["scrollWidth"] <= lay["clientWidth"], lay
+    box = lay["send"]
+    assert 0 <= box["left"] and box["right"] <= lay["width"], lay
+    assert 0 <= box["top"] and box["bottom"] <= lay["height"], lay
+    for part in ("#text", "#send-btn"):
+        expect(page.page.locator(part)).to_be_in_viewport(ratio=1)
+    assert page.broken_words() == []
+
+
+def check_drawer(page) -> None:
+    """Below 700 px the sidebar is a drawer: the button opens and closes it, so does the shade;
+    at the desktop size the sidebar is always there and there is no button."""
+    p, sidebar, button = page.page, page.page.locator("#sidebar"), page.page.locator("#drawer-btn")
+    if not page.narrow():
+        expect(button).to_be_hidden()
+        expect(sidebar).to_be_visible()
+        return
+    expect(sidebar).to_be_hidden()
+    button.click()
+    expect(sidebar).to_be_visible()
+    expect(button).to_have_attribute("aria-expanded", "true")
+    page.drawer_settled()
+    page.screenshot("chat_phone_drawer.png")
+    button.click()
+    expect(sidebar).to_be_hidden()
+    expect(button).to_have_attribute("aria-expanded", "false")
+    button.click()
+    expect(sidebar).to_be_visible()
+    p.locator("#shade").click(position={"x": p.viewport_size["width"] - 20, "y": 200})
+    expect(sidebar).to_be_hidden()
+
+
+@SIZES
+def test_the_page_fits_the_screen(open_page, cluster, size):
+    a, b = fresh("ann"), fresh("bob")
+    admin_cli.call(cluster.cfg, "/v1/users", {"users": [b]})
+    page = open_page("gate1", viewport=size)
+    expect(page.page.locator("#login-form")).to_be_in_viewport(ratio=1)
+    assert page.layout()["scrollWidth"] <= page.layout()["clientWidth"]
+    if size == PHONE:
+        page.screenshot("chat_login_phone.png")
+    page.enter(a)
+    check_drawer(page)
+    page.dm(b)
+    page.say(LONG_WORDS)
+    page.say(TOKEN)
+    page.say("a short one")
+    expect(page.bodies()).to_have_text([LONG_WORDS, TOKEN, "a short one"])
+    expect(page.page.locator("#messages li").first).to_have_text("Today")   # date separator
+    check_fits(page)
+    page.screenshot("chat_phone.png" if size == PHONE else "chat_desktop.png")
+    ghost = fresh("ghost")
+    page.dm(ghost)
+    page.say("is anyone there")
+    expect(page.page.locator("#notice-text")).to_have_text(re.compile(rf"^no user named {ghost}\.$", re.I))
+    expect(page.page.locator("#messages li.failed .why")).to_have_text("not sent: no such user")
+    check_fits(page)
+
+
+ROWS = "els => els.map(e => e.className.split(' ')[0])"
+
+
+@SIZES
+def test_room_member_count_and_own_joins_and_leaves(open_page, cluster, size):
+    a, c = fresh("ann"), fresh("cat")
+    room = fresh("lobby")
+    page = open_page("gate1", viewport=size).enter(a)
+    p = page.page
+    page.join(room)
+    expect(p.locator("#conv-title")).to_have_text(f"# {room}")
+    expect(p.locator("#conv-members")).to_have_text("1 member")            # from joined.members
+    expect(p.locator("#messages li.line .text")).to_have_text([f"You joined # {room}"])
+    tcp = tcp_user(cluster, c, "gate2")
+    tcp.join(f"r:{room}")
+    expect(p.locator("#conv-members")).to_have_text("2 members", timeout=40_000)   # room_info, ~10 s
+    tcp.send(f"r:{room}", "hello room")
+    expect(page.bodies()).to_have_text(["hello room"])
+    assert p.locator("#messages li").evaluate_all(ROWS) == ["day", "line", "msg"]
+    expect(p.locator("#messages li.day")).to_have_text(["Today"])
+    check_fits(page)
+    page.screenshot(f"chat_room{suffix(size)}.png")
+    p.click("#leave-btn")
+    expect(p.locator("#messages li.line .text")).to_have_text([f"You joined # {room}", f"You left # {room}"])
+    assert p.locator("#messages li").evaluate_all(ROWS) == ["day", "line", "msg", "line"]
+    expect(p.locator("#conv-title")).to_have_text(f"# {room} (left)")
+    expect(p.locator("#conv-members")).to_be_hidden()
+    expect(p.locator("#text")).to_be_disabled()
+    tcp.close()
+
+
+def test_date_separators_between_days(open_page, cluster):
+    """The page's clock runs a day ahead: the room's messages are from yesterday, the page's
+    own join line from today."""
+    a, c = fresh("ann"), fresh("cat")
+    room = f"r:{fresh('hall')}"
+    tcp = tcp_user(cluster, c, "gate2")
+    tcp.join(room)
+    tcp.send(room, "said yesterday")
+    tomorrow = time.time() + 86_400
+    page = open_page("gate1", before_load=lambda pg: pg.clock.install(time=tomorrow)).enter(a)
+    page.join(room[2:])
+    expect(page.bodies()).to_have_text(["said yesterday"])
+    expect(page.page.locator("#messages li.day")).to_have_text(["Yesterday", "Today"])
+    assert page.page.locator("#messages li").evaluate_all(ROWS) == ["day", "msg", "day", "line"]
+    tcp.close()
