@@ -10,6 +10,7 @@ with only that directory and the venv's site-packages (the dependencies) on PYTH
 neither the checkout nor the venv's editable install can stand in for a missing file.
 """
 import glob
+import html
 import importlib.util
 import json
 import os
@@ -36,7 +37,7 @@ def test_loadtest_world_writes_reports_and_passes(cluster, tmp_path):
     assert "steady: 50 users logged in" in out.stdout     # progress was shown
     [report] = glob.glob(os.path.join(str(tmp_path), "loadtest-world-*"))
     for name in ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv", "locust.html",
-                 "results.json", "samples.json", "summary.json", "summary.md"):
+                 "results.json", "samples.json", "summary.json", "summary.md", "summary.html"):
         assert os.path.getsize(os.path.join(report, name)) > 0, name
 
     with open(os.path.join(report, "summary.json"), encoding="utf-8") as fh:
@@ -49,6 +50,9 @@ def test_loadtest_world_writes_reports_and_passes(cluster, tmp_path):
     assert steady["deliveries_per_s"] > 0 and steady["e2e_ms"]["p99"] is not None
     assert steady["ack_ms"]["p50"] is not None
     assert summary["total"]["login_ms"]["count"] == 50
+    assert summary["held_users"] == 50 and summary["verdict_line"].startswith("verdict: the cluster ")
+    with open(os.path.join(report, "summary.md"), encoding="utf-8") as fh:
+        assert fh.readline().rstrip("\n") == summary["verdict_line"]
     names = {p["name"] for p in summary["processes"]}
     assert {"redis", "gate1", "gate2", "zone1", "center1"} <= names
     assert all(p["rss_mb_max"] > 0 for p in summary["processes"])
@@ -144,3 +148,6 @@ def test_loadtest_runs_from_an_installed_copy(cluster, installed, tmp_path):
     assert summary["verdict"] == "pass", summary["reasons"]
     assert summary["steady"]["users"] == 50 and summary["steady"]["msgs_in"] > 0
     assert summary["correctness"]["errors"] == 0, summary["correctness"]
+    with open(os.path.join(report, "summary.html"), encoding="utf-8") as fh:   # its static files were installed
+        page = fh.read()
+    assert "uPlot" in page and html.escape(summary["verdict_line"]) in page

@@ -5,7 +5,10 @@
 copy works as well as a source checkout. ``locustfile`` holds the Locust users and
 ``conductor`` the master side of a run (plan, user steps, results.json); the users talk
 through ``locust_client`` (``client.Client`` firing Locust's events) and check seqs with
-``seqcheck``; ``report`` turns a run's results into its summary. Locust is an optional
+``seqcheck``; ``report`` turns a run's results into its summary, in the words of
+``verdict`` (the verdict line, advice, labelled figures) and ``notes``, with the time
+series of ``series``, written as summary.md (``markdown``) and summary.html
+(``htmlreport``, which inlines ``static/``: uPlot, MIT, and summary.js). Locust is an optional
 dependency (``pip install 'zonechat[load]'``): only ``locustfile`` and ``conductor``
 import it.
 """

@@ -6,8 +6,12 @@ installed copy works as well as a checkout) against the running cluster of the c
 (pids from the supervisor's state file, see cluster/runstate.py), Redis included, and
 of the load generator. Everything lands in ``<out>/loadtest-<scenario>-<timestamp>/``:
 Locust's CSV and HTML reports, ``locust.log``, ``results.json`` (the locustfile's),
-``samples.json`` (the processes), ``summary.json`` and ``summary.md``. Exit code 0 when
-the run delivered and every correctness counter is zero, 1 otherwise.
+``samples.json`` (the processes), ``summary.json``, ``summary.md`` and ``summary.html``
+(zonechat's own page: the verdict, charts over time, errors, correctness, processes;
+self-contained, see tools/load/htmlreport.py). The summary starts with its verdict line,
+also the first line printed at the end. Exit code 0 when the run delivered and every
+correctness counter is zero, 1 otherwise (a latency over --p99-ms is in the verdict line,
+not in the exit code).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 
 import click
 import gevent
@@ -32,12 +37,14 @@ from cluster import config as config_mod
 from cluster import runstate
 from cluster.admin import parse_duration
 from cluster.child import child_env, die_with_parent
+from tools.load import htmlreport
 from tools.load import report as loadreport
 
 LOCUSTFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locustfile.py")
 SCENARIOS = {"world": ["WorldUser"], "dm": ["DmUser"], "guild": ["GuildUser"],
              "broadcast": ["BroadcastUser", "Broadcaster"], "churn": ["ChurnUser"]}
 SAMPLE_EVERY = 1.0      # seconds between two process samples
+SAMPLES_MAX = 14400     # samples kept per process (4 hours at one a second; the oldest go first)
 PREFIX = "zonechat: "   # the locustfile's progress lines
 STOP_GRACE = 30.0       # seconds between SIGTERM and SIGKILL of an overdue Locust
 
@@ -88,9 +95,15 @@ class ProcessSampler:
                 cpu, rss = proc.cpu_percent(None), proc.memory_info().rss
             except psutil.Error:
                 continue
-            entry = self.samples[group].setdefault(name, {"role": role, "pid": pid, "samples": []})
+            entry = self.samples[group].setdefault(name, {"role": role, "pid": pid,
+                                                          "samples": deque(maxlen=SAMPLES_MAX)})
             entry["pid"] = pid
             entry["samples"].append([round(now, 2), cpu, rss])
+
+    def plain(self) -> dict:
+        """The samples as plain lists (for samples.json and the report)."""
+        return {group: {name: {**entry, "samples": list(entry["samples"])} for name, entry in procs.items()}
+                for group, procs in self.samples.items()}
 
     def sampler_worker(self, stop) -> None:
         while not stop.is_set():
@@ -112,11 +125,11 @@ def locust_argv(o: dict, report_dir: str) -> list[str]:
             "--stop-timeout", "5", "--csv", os.path.join(report_dir, "locust"),
             "--html", os.path.join(report_dir, "locust.html"),
             "--zc-config", o["config"], "--zc-rate", f"{o['rate'] or 0:g}", "--zc-duration", f"{o['duration']:g}",
-            "--zc-out", report_dir, "--zc-workers", str(o["workers"])]
+            "--zc-out", report_dir, "--zc-workers", str(o["workers"]), "--zc-p99-ms", f"{o['p99_ms']:g}"]
     if o["workers"] > 1:
         argv += ["--processes", str(o["workers"])]
     if o["knee"]:
-        argv += ["--zc-knee", "--zc-p99-ms", f"{o['p99_ms']:g}"]
+        argv += ["--zc-knee"]
     return argv
 
 
@@ -174,14 +187,15 @@ def run_locust(o: dict, report_dir: str, sampler_dir: str) -> tuple[int, dict]:
             proc.wait()
     stop.set()
     gevent.joinall(workers, timeout=10)
-    return rc, sampler.samples
+    return rc, sampler.plain()
 
 
 def meta(o: dict, load_start, load_end) -> dict:
     return {"command": "zonechat loadtest " + " ".join(o["argv"]), "config": o["config"],
             "cores": len(os.sched_getaffinity(0)), "workers": o["workers"], "spawn_rate": o["spawn_rate"],
             "loadavg_start": load_start, "loadavg_end": load_end,
-            "locust": importlib.metadata.version("locust"), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "locust": importlib.metadata.version("locust"), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "options": {"rate": o["rate"], "workers": o["workers_arg"], "config": o["config_arg"]}}
 
 
 def write_json(path: str, doc) -> None:
@@ -209,13 +223,21 @@ def run(o: dict) -> int:
         return 1
     summary = loadreport.summarize(results, samples, meta(o, load_start, [round(x, 2) for x in os.getloadavg()]))
     summary["locust_exit_code"] = rc
+    text = write_summaries(report_dir, summary)
+    click.echo("\n" + text)
+    click.echo(f"reports: {report_dir} (summary.html: charts; locust.html: Locust's own)")
+    return 0 if summary["verdict"] == "pass" and rc == 0 else 1
+
+
+def write_summaries(report_dir: str, summary: dict) -> str:
+    """summary.json, summary.md and summary.html; the markdown, to print."""
     write_json(os.path.join(report_dir, "summary.json"), summary)
     text = loadreport.render_markdown(summary)
     with open(os.path.join(report_dir, "summary.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
-    click.echo("\n" + text)
-    click.echo(f"reports: {report_dir}")
-    return 0 if summary["verdict"] == "pass" and rc == 0 else 1
+    with open(os.path.join(report_dir, "summary.html"), "w", encoding="utf-8") as fh:
+        fh.write(htmlreport.render_html(summary))
+    return text
 
 
 @click.command("loadtest")
@@ -228,7 +250,8 @@ def run(o: dict) -> int:
 @click.option("--spawn-rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="users started per second [users/10 within 10..100]")
 @click.option("--knee", is_flag=True, help="step users up (fifths of --users) until send→msg p99 passes --p99-ms")
-@click.option("--p99-ms", type=float, default=250.0, show_default=True, help="the knee's p99 limit")
+@click.option("--p99-ms", type=float, default=250.0, show_default=True,
+              help="send→msg p99 bound (ms) of the verdict, and of the knee's steps")
 @click.option("--out", default="reports", show_default=True, type=click.Path(file_okay=False), help="reports go under here")
 @click.option("-c", "--config", "config_path", default="config.yaml", envvar="ZONECHAT_CONFIG", show_default=True,
               type=click.Path(dir_okay=False), help="cluster config file")
@@ -246,5 +269,6 @@ def loadtest(scenario, users, rate, duration, workers, spawn_rate, knee, p99_ms,
     o = {"scenario": scenario, "users": users, "rate": rate, "duration": parse_duration(duration),
          "workers": workers or default_workers(), "spawn_rate": spawn_rate or default_spawn_rate(users),
          "knee": knee, "p99_ms": p99_ms, "out": out, "cfg": cfg, "config": os.path.abspath(config_path),
+         "workers_arg": workers, "config_arg": config_path,
          "argv": sys.argv[2:] if len(sys.argv) > 2 else [scenario]}
     sys.exit(run(o))

@@ -4,8 +4,9 @@
 ``Conductor``: prepares the load users, steps the user count for ``ZonechatShape``
 (steady: ramp, wait for every login, hold ``duration`` s, stop; knee: steps of
 ``knee_step`` users held ``step_time`` s each until a step's send→msg p99 passes
-``p99_ms`` or it brings failures), prints a progress line every 2 s and writes
-``results.json`` (the stats of the whole run and of the steady window, as plain dicts).
+``p99_ms`` or it brings failures), prints a progress line every 2 s (kept, at most
+``PROGRESS_MAX``, as the latency time series of the report) and writes ``results.json``
+(the plan, the stats of the whole run and of the steady window, as plain dicts).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tools.load import report as lr
 PROGRESS_EVERY = 2.0
 RATE_WINDOW = 4.0       # seconds of per-second counts behind each progress line
 SETTLE = 30.0           # seconds to wait for the last logins once every user is spawned
+PROGRESS_MAX = 3600     # progress samples kept for results.json (2 hours at one per 2 s)
 DEFAULT_RATE = {        # total msgs/s into the cluster for ``users`` users
     "world": lambda users: 10.0, "broadcast": lambda users: 2.0,
     "dm": lambda users: users * 0.5, "guild": lambda users: users * 0.5, "churn": lambda users: users * 0.2,
@@ -108,7 +110,11 @@ class Conductor:
         self.failed = ""
         self.knee = {"steps": [], "knee_users": 0, "why": "", "p99_ms": plan.p99_ms} if plan.knee else None
         self.results = {"scenario": plan.scenario, "users": plan.users, "rate": plan.rate,
-                        "duration": plan.duration, "started_at": time.time(), "progress": []}
+                        "duration": plan.duration, "accounts": plan.prepared(), "workers": plan.workers,
+                        "fixed": plan.fixed, "p99_ms": plan.p99_ms, "prefix": plan.prefix, "room": plan.room,
+                        "guild_size": plan.guild_size, "churn_every": plan.churn_every,
+                        "started_at": time.time()}
+        self.progress_log: deque = deque(maxlen=PROGRESS_MAX)
         self.reporter = None
 
     @property
@@ -127,7 +133,8 @@ class Conductor:
         if plan.scenario == "guild":
             for k in range(0, len(names), plan.guild_size):
                 rosters[plan.guild(k)] = names[k:k + plan.guild_size]
-        out(f"prepare: {len(names)} load users on {len(plan.addrs)} gate(s), {plan.rate:g} msgs/s in "
+        out(f"prepare: {len(names)} load accounts for {plan.users} users (one spare per Locust worker, "
+            f"rounded up to DM pairs) on {len(plan.addrs)} gate(s), {plan.rate:g} msgs/s in "
             f"(one send per {plan.interval:.2f}s per sender)")
         if plan.scenario != "broadcast" and 1.0 / plan.interval > plan.cfg.gate.send_rate:
             out(f"warning: {1.0 / plan.interval:.1f} sends/s per user is over gate.send_rate "
@@ -163,14 +170,16 @@ class Conductor:
         return self.end_window()
 
     def ready(self) -> bool:
-        """Every user spawned and every login answered (a user whose login failed is gone)."""
+        """Every user spawned and in the game (logged in, joined), or SETTLE s after the last
+        spawn (a user whose login failed is gone)."""
         runner = self.env.runner
         if runner.state != STATE_RUNNING:
             self.spawned_at = None
             return False
         self.spawned_at = self.spawned_at or time.monotonic()
-        logins = runner.stats.get("login", lr.REQ).num_requests
-        return logins >= self.target or time.monotonic() - self.spawned_at > SETTLE
+        stats = runner.stats
+        in_game = stats.get(lr.USER_IN, lr.INFO).num_requests - stats.get(lr.USER_OUT, lr.INFO).num_requests
+        return in_game >= self.target or time.monotonic() - self.spawned_at > SETTLE
 
     def end_window(self):
         now = time.time()
@@ -233,9 +242,10 @@ class Conductor:
         phase = "done" if self.done else ("steady" if self.hold_from else "ramp")
         sample = {"t": round(time.time(), 2), "phase": phase, "users": self.env.runner.user_count,
                   "in_per_s": fig["msgs_in_per_s"], "out_per_s": fig["deliveries_per_s"],
-                  "ack_p99": fig["ack_ms"]["p99"], "e2e_p99": fig["e2e_ms"]["p99"],
+                  "ack_p50": fig["ack_ms"]["p50"], "ack_p99": fig["ack_ms"]["p99"],
+                  "e2e_p50": fig["e2e_ms"]["p50"], "e2e_p99": fig["e2e_ms"]["p99"],
                   "errors": errors, "correctness": checks}
-        self.results["progress"].append(sample)
+        self.progress_log.append(sample)
         out(f"{time.monotonic() - (self.t0 or 0):5.0f}s {phase:6} users {sample['users']:>5}  "
             f"in {sample['in_per_s']:>8,.1f}/s  out {sample['out_per_s']:>10,.1f}/s  "
             f"ack p99 {sample['ack_p99']} ms  e2e p99 {sample['e2e_p99']} ms  "
@@ -252,6 +262,8 @@ class Conductor:
             self.results["steady"] = {"users": self.target, "start": self.hold_from, "end": time.time(),
                                       "stats": lr.diff(total, self.window_snap), "partial": True}
         self.results["total"] = {"stats": total, "errors": [e.serialize() for e in stats.errors.values()]}
+        self.results["progress"] = list(self.progress_log)
+        self.results["progress_window"] = PROGRESS_EVERY * (3 if isinstance(self.env.runner, MasterRunner) else 1)
         if self.plan.out_dir:
             os.makedirs(self.plan.out_dir, exist_ok=True)
             with open(os.path.join(self.plan.out_dir, "results.json"), "w", encoding="utf-8") as fh:

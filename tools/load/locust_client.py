@@ -8,7 +8,13 @@ timestamp in the body ``{"ts": time.time_ns(), "text": ...}``.
 Reported names (request_type ``zc``): ``login`` / ``relogin``, ``join``, ``send→ack``,
 ``send→msg`` and ``sys→msg`` (delivered live), ``replay→msg`` (sent before this login,
 pushed after it). Correctness problems are failures of request_type ``check``: the
-client's counters (``client.dups``...) and our own seq check (``seq.gap``...).
+client's counters (``client.dups``...) and our own seq check (``seq.gap``...). Counted
+events of request_type ``info``: ``session open`` / ``session closed`` (a login answered,
+its session ended: the report counts who is logged in at each second), ``redelivered``
+(a seq pushed again after a new login), ``earlier msg`` (pushed by the first login's
+replay, from before it), ``own msg`` (a push of the user's own message), ``send cut`` (a
+send the user was stopped in: its ack is never counted, yet the message may be stored and
+delivered).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import gevent
 
 from client import Client, ClientError
 from cluster import admin
-from tools.load.report import CHECK, INFO, REQ
+from tools.load.report import CHECK, CUT, EARLIER, INFO, OWN, REDELIVERED, REQ, SESSION_CLOSED, SESSION_OPEN
 from tools.load.seqcheck import FAILURES, SeqCheck
 
 PASSWORD = "zonechat-load-pw"
@@ -41,6 +47,11 @@ class Failure(Exception):
         return self.code
 
 
+def fire_info(fire, name: str) -> None:
+    """Count one event (request_type ``info``, never a failure)."""
+    fire(request_type=INFO, name=name, response_time=0, response_length=0, exception=None, context={})
+
+
 def fire_call(fire, kind: str, name: str, started: float, code: str | None = None, length: int = 0) -> None:
     """Report one timed call (``started`` from perf_counter) to Locust."""
     fire(request_type=kind, name=name, response_time=(time.perf_counter() - started) * 1000.0,
@@ -55,6 +66,7 @@ class LoadClient:
         self.client = Client(addr[0], addr[1], timeout=TIMEOUT, auto_recv=True,
                              on_push=self._on_push, ping_interval=20.0)
         self.since_ns = 0
+        self.user, self.opened = "", False        # logged in as, a session open counted
         self.error, self.retry_ms = "", None      # of a failed login
         self.interrupted: dict[str, int] = {}   # sends acked while the user was being stopped
         self._cid_prefix, self._cids = os.urandom(6).hex(), itertools.count(1)
@@ -74,6 +86,8 @@ class LoadClient:
             self.error, self.retry_ms = exc.code, exc.retry_ms
             return None
         fire_call(self.fire, REQ, name, started)
+        self.user, self.opened = user, True
+        fire_info(self.fire, SESSION_OPEN)
         self._apply_bases()
         return welcome
 
@@ -99,6 +113,7 @@ class LoadClient:
         except BaseException:                   # the user is being stopped (GreenletExit)
             if (conv, cid) not in self.client.sends.pending:
                 self.interrupted[conv] = self.interrupted.get(conv, 0) + 1   # acked, seq unknown here
+            fire_info(self.fire, CUT)
             raise
         fire_call(self.fire, REQ, "send→ack", started)
         if isinstance(ack.get("seq"), int):
@@ -107,12 +122,17 @@ class LoadClient:
 
     def close(self, logout: bool = True) -> None:
         """Log out (the server stores the cursors first) or just drop the connection."""
-        if logout and self.client.connected:
-            try:
-                self.client.logout(timeout=3.0)
-            except ClientError:
-                pass
-        self.client.close()
+        try:
+            if logout and self.client.connected:
+                try:
+                    self.client.logout(timeout=3.0)
+                except ClientError:
+                    pass
+            self.client.close()
+        finally:
+            if self.opened:
+                self.opened = False
+                fire_info(self.fire, SESSION_CLOSED)
 
     @property
     def alive(self) -> bool:
@@ -168,8 +188,11 @@ class LoadClient:
             if code in FAILURES:
                 self.fail(f"seq.{code}")
             elif code == "redelivered":
-                self.fire(request_type=INFO, name="redelivered", response_time=0, response_length=0,
-                          exception=None, context={})
+                fire_info(self.fire, REDELIVERED)
+            elif code == "earlier":
+                fire_info(self.fire, EARLIER)
+        if self.user and m.get("from") == self.user:
+            fire_info(self.fire, OWN)
         body = m.get("body")
         ts = body.get("ts") if isinstance(body, dict) else None
         if not isinstance(ts, int):

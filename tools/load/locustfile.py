@@ -26,6 +26,9 @@ Only loopback gates are targeted.
 ``--zc-duration`` s; with ``--zc-knee`` it steps users up until send→msg p99 passes
 ``--zc-p99-ms`` or failures appear. Correctness problems (seq gaps, duplicates,
 out-of-order, kicks) are Locust failures of type ``check`` and make the exit code 1.
+A load user counts ``info user in`` once logged in (and joined, for ``world``) and
+``info user out`` when it stops: the report's "users held" are the users in at every
+second of the steady window.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from locust.runners import WorkerRunner
 from cluster import admin, convs
 from tools.load import locust_client
 from tools.load.conductor import Conductor, Plan, make_plan
+from tools.load.report import USER_IN, USER_OUT
 from tools.load.seqcheck import SeqCheck
 
 PLAN: Plan | None = None
@@ -139,6 +143,7 @@ class ZonechatUser(User):
     abstract = True
     scenario = ""
     conn: locust_client.LoadClient | None = None
+    in_game = False                            # logged in (and joined): counted as held
 
     def wait_time(self) -> float:
         return self.pacer.wait()
@@ -163,6 +168,8 @@ class ZonechatUser(User):
         locust_client.fire_call(self.environment.events.request.fire, "admin", "token", started)
         self.conn = self.open_session("login")
         self.after_login()
+        self.in_game = True
+        locust_client.fire_info(self.environment.events.request.fire, USER_IN)
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -191,9 +198,14 @@ class ZonechatUser(User):
         self.conn.poll_checks()
 
     def on_stop(self) -> None:
-        if self.conn is not None:
-            self.conn.poll_checks(final=True)
-            self.conn.close()
+        try:
+            if self.conn is not None:
+                self.conn.poll_checks(final=True)
+                self.conn.close()
+        finally:
+            if self.in_game:
+                self.in_game = False
+                locust_client.fire_info(self.environment.events.request.fire, USER_OUT)
 
 
 class WorldUser(ZonechatUser):

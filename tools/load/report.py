@@ -2,7 +2,9 @@
 
 No I/O and no Locust import: the locustfile snapshots Locust's stats entries into plain
 dicts (``snapshot``), the command turns the run's ``results.json`` and its process
-samples into ``summary.json`` / ``summary.md`` (``summarize``, ``render_markdown``).
+samples into ``summary.json`` / ``summary.md`` (``summarize``, ``render_markdown``); the
+words come from ``verdict`` and ``notes``, the charts' series from ``series``, the HTML
+from ``htmlreport``.
 
 A snapshot maps ``"<type> <name>"`` to ``{type, name, n, fail, max, rt}`` where ``rt`` is
 Locust's response-time histogram (milliseconds, rounded as Locust rounds them, -> count).
@@ -11,12 +13,23 @@ from __future__ import annotations
 
 import math
 
+from tools.load import series
+from tools.load import verdict as verdicts
+from tools.load.markdown import render_markdown  # noqa: F401  (summary.md, kept here for callers)
+
 REQ, CHECK, INFO, ADMIN = "zc", "check", "info", "admin"
 ACK = "send→ack"
 E2E = ("send→msg", "sys→msg")          # deliveries timed end to end from the sender's ts
 REPLAY = "replay→msg"                   # offline messages pushed after a login
 LOGINS = ("login", "relogin")
 BROADCAST = "broadcast"
+# counted events (type ``info``): a load user in / out of the game (logged in, joined; stopped),
+# a session opened / closed (churn reconnects), a seq pushed again, one from before the user's
+# first login, a user's own message pushed, a send the user was stopped in (its ack never
+# counted, the message maybe stored and delivered)
+USER_IN, USER_OUT = "user in", "user out"
+SESSION_OPEN, SESSION_CLOSED = "session open", "session closed"
+REDELIVERED, EARLIER, OWN, CUT = "redelivered", "earlier msg", "own msg", "send cut"
 CORRECTNESS = ("client.dups", "client.gaps", "client.missed", "client.out_of_order",
                "client.lost", "client.fill_failed", "client.bad_frames",
                "seq.dup", "seq.out_of_order", "seq.gap", "kicked")
@@ -80,6 +93,16 @@ def count_between(entries: list[dict], t0: float, t1: float) -> int:
         for sec in range(int(t0), int(t1)):
             total += ps.get(str(sec), 0) - fps.get(str(sec), 0)
     return total
+
+
+def per_second(entries: list[dict]) -> dict[int, int]:
+    """{second: successes} of the entries together, from Locust's per-second counts."""
+    out: dict[int, int] = {}
+    for e in entries:
+        fps = e.get("fps") or {}
+        for sec, count in (e.get("ps") or {}).items():
+            out[int(sec)] = out.get(int(sec), 0) + count - fps.get(sec, 0)
+    return out
 
 
 def pick(snap: dict, names, kind: str = REQ) -> list[dict]:
@@ -158,35 +181,89 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
 
+def breakdown(src: dict, span: tuple | None) -> dict:
+    """Deliveries by kind: ``live`` (send→msg, sys→msg), ``replayed`` (pushed after a login);
+    of these, ``redelivered`` (seen in an earlier session), ``earlier`` (from before the user's
+    first login) and ``own`` (the user's own); ``cut``: sends whose ack went uncounted."""
+    def count(names, kind: str = REQ) -> int:
+        entries = pick(src, names, kind)
+        return count_between(entries, *span) if span else sum(e["n"] - e["fail"] for e in entries)
+
+    return {"live": count(E2E), "replayed": count(REPLAY), "redelivered": count(REDELIVERED, INFO),
+            "earlier": count(EARLIER, INFO), "own": count(OWN, INFO), "cut": count(CUT, INFO)}
+
+
 def window_figures(snap: dict, seconds: float, span: tuple | None = None, totals: dict | None = None) -> dict:
     """Counts, rates and latencies of a window; with ``span`` (t0, t1) the counts are taken
     from the per-second counts (of ``totals``, a later snapshot, if given) in those whole
     seconds (see count_between)."""
+    src = (totals or snap) if span else snap
     if span:
-        src = totals or snap
         n_in, n_out = count_between(in_entries(src), *span), count_between(out_entries(src), *span)
         seconds = int(span[1]) - int(span[0])
     else:
         n_in, n_out = msgs_in(snap), deliveries(snap)
     return {"seconds": round(seconds, 1), "msgs_in": n_in, "deliveries": n_out,
             "msgs_in_per_s": rate(n_in, seconds), "deliveries_per_s": rate(n_out, seconds),
-            "ack_ms": latency(snap, ACK), "e2e_ms": latency(snap, E2E)}
+            "ack_ms": latency(snap, ACK), "e2e_ms": latency(snap, E2E), **breakdown(src, span)}
+
+
+def logged_in(snap: dict, span: tuple | None) -> dict | None:
+    """Load users in the game and sessions logged in, per second of ``span``: min, max, mean."""
+    ups = per_second(pick(snap, USER_IN, INFO))
+    if not span or not ups:
+        return None
+    seconds = list(range(int(span[0]), int(span[1]))) or [int(span[0])]
+
+    def stats(up: dict, down: dict) -> dict:
+        lv = series.levels(up, down, seconds)
+        return {"min": min(lv), "max": max(lv), "mean": round(sum(lv) / len(lv), 1)}
+
+    return {"users": stats(ups, per_second(pick(snap, USER_OUT, INFO))),
+            "sessions": stats(per_second(pick(snap, SESSION_OPEN, INFO)),
+                              per_second(pick(snap, SESSION_CLOSED, INFO)))}
+
+
+def run_series(results: dict, procs: dict, snap: dict) -> dict:
+    """The charts' time series (bounded, see tools.load.series), x in seconds since the start."""
+    t0 = results.get("started_at") or 0.0
+    t1 = results.get("ended_at") or t0
+    steady = results.get("steady") or {}
+    users = (per_second(pick(snap, USER_IN, INFO)), per_second(pick(snap, USER_OUT, INFO)))
+    window = [round(steady["start"] - t0, 1), round(steady["end"] - t0, 1)] \
+        if steady.get("start") and steady.get("end") else None
+    cpu = series.cpu(procs, t0, t1)
+    cpu["users"] = series.levels(*users, [int(t0 + x) - 1 for x in cpu["t"]]) if users[0] else [None] * len(cpu["t"])
+    return {"throughput": series.throughput(per_second(in_entries(snap)), per_second(out_entries(snap)),
+                                            users, t0, t1),
+            "latency": series.latency(results.get("progress") or [], t0), "cpu": cpu,
+            "steady": window, "bound_ms": results.get("p99_ms"), "latency_window_s": results.get("progress_window"),
+            "knee": [[round(k["start"] - t0, 1), round(k["end"] - t0, 1), k["users"]]
+                     for k in (results.get("knee") or {}).get("steps", []) if k.get("start") and k.get("end")]}
+
+
+def run_facts(results: dict) -> dict:
+    """What the run was, from results.json (the conductor's plan)."""
+    return {"scenario": results.get("scenario"), "users": results.get("users"), "rate_target": results.get("rate"),
+            "accounts": results.get("accounts"), "locust_workers": results.get("workers"),
+            "fixed_users": results.get("fixed", 0), "p99_bound_ms": results.get("p99_ms"),
+            "prefix": results.get("prefix"), "room": results.get("room"), "guild_size": results.get("guild_size"),
+            "churn_every": results.get("churn_every")}
 
 
 def summarize(results: dict, procs: dict, meta: dict) -> dict:
-    """The summary of one run: ``results.json`` of the locustfile plus the process samples."""
+    """The summary of one run: ``results.json`` of the locustfile plus the process samples.
+    Its first keys are the verdict line and the advice (see tools.load.verdict)."""
     total, steady = results.get("total") or {}, results.get("steady") or {}
-    s_snap = steady.get("stats") or {}
-    t_snap = total.get("stats") or {}
+    s_snap, t_snap = steady.get("stats") or {}, total.get("stats") or {}
     start, end = steady.get("start"), steady.get("end")
+    span = (start, end) if start and end else None
     checks = correctness(t_snap)
-    summary = {**meta, "scenario": results.get("scenario"), "users": results.get("users"),
-               "rate_target": results.get("rate"),
-               "steady": {"users": steady.get("users"),
-                          **window_figures(s_snap, 0, (start, end) if start and end else None, t_snap)},
+    summary = {**meta, **run_facts(results),
+               "steady": {"users": steady.get("users"), **window_figures(s_snap, 0, span, t_snap),
+                          "logged_in": logged_in(t_snap, span)},
                "total": {**window_figures(t_snap, (results.get("ended_at") or 0) - (results.get("started_at") or 0)),
-                         "login_ms": latency(t_snap, LOGINS), "replayed": ok_count(t_snap, REPLAY),
-                         "redelivered": ok_count(t_snap, "redelivered", INFO)},
+                         "login_ms": latency(t_snap, LOGINS)},
                "errors": errors_by_code(total.get("errors") or []),
                "correctness": {"counters": checks, "errors": sum(checks.values())},
                "processes": process_table(procs.get("cluster", {}), start, end),
@@ -195,8 +272,19 @@ def summarize(results: dict, procs: dict, meta: dict) -> dict:
         summary["knee"] = knee_figures(results["knee"], t_snap)
     summary["cluster_cpu_avg"] = round(sum(p["cpu_avg"] for p in summary["processes"]), 1)
     summary["generator_cpu_avg"] = round(sum(p["cpu_avg"] for p in summary["generator"]), 1)
+    li = summary["steady"]["logged_in"]
+    summary["held_users"] = li["users"]["min"] if li else steady.get("users")
     summary["verdict"], summary["reasons"] = verdict(summary, results)
-    return summary
+    summary["latency_ok"] = latency_ok(summary)
+    summary["held"] = verdicts.held(summary)
+    summary["series"] = run_series(results, procs, t_snap)
+    return {"verdict_line": verdicts.line(summary), "advice": verdicts.advice(summary), **summary}
+
+
+def latency_ok(summary: dict) -> bool:
+    """send→msg p99 of the steady window within the bound (--p99-ms); True without either."""
+    bound, p99 = summary.get("p99_bound_ms"), summary["steady"]["e2e_ms"]["p99"]
+    return bound is None or p99 is None or p99 <= bound
 
 
 def knee_figures(knee: dict, totals: dict) -> dict:
@@ -221,59 +309,3 @@ def verdict(summary: dict, results: dict) -> tuple[str, list[str]]:
     if not summary["total"]["deliveries"] and results.get("scenario") != "none":
         reasons.append("nothing was delivered")
     return ("fail" if reasons else "pass"), reasons
-
-
-def _ms(value) -> str:
-    return "-" if value is None else f"{value:g}"
-
-
-def _lat_row(label: str, lat: dict) -> str:
-    return (f"| {label} | {lat['count']:,} | {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} "
-            f"| {_ms(lat['max'])} | {lat['failures']:,} |")
-
-
-def render_markdown(s: dict) -> str:
-    """summary.md: the figures first, then errors, correctness and processes."""
-    st, tot = s["steady"], s["total"]
-    lines = [f"# zonechat loadtest {s['scenario']}: {s['verdict'].upper()}", "",
-             f"{s.get('command', '')}", "",
-             f"- machine: {s.get('cores')} cores, load average {s.get('loadavg_start')} at start, "
-             f"{s.get('loadavg_end')} at end; {s.get('workers')} Locust worker process(es)",
-             f"- users: {s['users']} (steady window: {st['users']} users for {st['seconds']} s); "
-             f"target rate {s['rate_target']} msgs/s in",
-             f"- steady: **{st['msgs_in_per_s']:,} msgs/s in, {st['deliveries_per_s']:,} deliveries/s out** "
-             f"({st['msgs_in']:,} in, {st['deliveries']:,} out)",
-             f"- whole run: {tot['msgs_in']:,} in, {tot['deliveries']:,} out, {tot['replayed']:,} replayed "
-             f"after logins, {tot['redelivered']:,} redelivered",
-             f"- cluster CPU (sum of processes, mean over the steady window): {s['cluster_cpu_avg']}%; "
-             f"load generator: {s['generator_cpu_avg']}%", "",
-             "| latency (ms) | count | p50 | p95 | p99 | max | failures |", "|---|---|---|---|---|---|---|",
-             _lat_row("send→ack (steady)", st["ack_ms"]), _lat_row("send→msg end to end (steady)", st["e2e_ms"]),
-             _lat_row("send→ack (whole run)", tot["ack_ms"]), _lat_row("send→msg (whole run)", tot["e2e_ms"]),
-             _lat_row("login (whole run)", tot["login_ms"]), ""]
-    lines += ["## Errors by code", ""] + ([f"- {k}: {v:,}" for k, v in s["errors"].items()] or ["- none"])
-    lines += ["", f"## Correctness: {s['correctness']['errors']} errors", ""]
-    lines += [f"- {k}: {v}" for k, v in s["correctness"]["counters"].items()]
-    lines += _process_lines("Cluster processes", s["processes"]) + _process_lines("Load generator", s["generator"])
-    if s.get("knee"):
-        lines += _knee_lines(s["knee"])
-    if s["reasons"]:
-        lines += ["", "## Why it failed", ""] + [f"- {r}" for r in s["reasons"]]
-    return "\n".join(lines) + "\n"
-
-
-def _process_lines(title: str, rows: list[dict]) -> list[str]:
-    out = ["", f"## {title}", "", "| process | pid | CPU% mean | CPU% max | RSS MiB max | RSS MiB last |",
-           "|---|---|---|---|---|---|"]
-    out += [f"| {r['name']} | {r['pid']} | {r['cpu_avg']} | {r['cpu_max']} | {r['rss_mb_max']} | {r['rss_mb_last']} |"
-            for r in rows]
-    return out
-
-
-def _knee_lines(knee: dict) -> list[str]:
-    out = ["", f"## Knee: {knee.get('knee_users')} users ({knee.get('why', '')})", "",
-           "| users | msgs/s in | deliveries/s | e2e p50 | e2e p99 | failures |", "|---|---|---|---|---|---|"]
-    for step in knee.get("steps", []):
-        out.append(f"| {step['users']} | {step['msgs_in_per_s']} | {step['deliveries_per_s']} | "
-                   f"{_ms(step['e2e_ms']['p50'])} | {_ms(step['e2e_ms']['p99'])} | {step['failures']} |")
-    return out

@@ -7,6 +7,9 @@ it holds the cluster to (PROTOCOL.md, guarantees 2, 3 and 5):
   a seq at or below the session's highest is ``dup`` (seen before) or ``out_of_order``;
 - a seq seen in an earlier session and pushed again after a new login is
   ``redelivered`` (at-least-once replay): counted, not a failure;
+- a seq up to the conversation's base pushed in the first session is ``earlier``: the
+  offline replay of a message from before this user's first login (load accounts are
+  reused from run to run: what reached them after an earlier run logged them out);
 - a seq below the highest msg pushed that never arrives and is not an own send is a
   ``gap``. Own acks may land after later msgs, so a hole is only called a gap when it
   outlives ``grace`` seconds while no own send to that conversation is unacked, or at
@@ -25,10 +28,10 @@ GRACE = 5.0
 class ConvSeqs:
     """What one user saw of one conversation; every seq <= ``low`` is accounted for."""
 
-    __slots__ = ("low", "seen", "top", "msg_top", "floor", "suspects")
+    __slots__ = ("low", "base", "seen", "top", "msg_top", "floor", "suspects")
 
     def __init__(self, low: int):
-        self.low = low
+        self.low = self.base = low           # base: every seq up to it predates the user
         self.seen: set[int] = set()          # seqs above ``low`` seen
         self.top = 0                         # highest msg seq in this session
         self.msg_top = low                   # highest msg seq ever
@@ -53,7 +56,8 @@ class SeqCheck:
     def __init__(self, grace: float = GRACE):
         self.grace = grace
         self.convs: dict[str, ConvSeqs] = {}
-        self.counts: Counter = Counter()     # dup, out_of_order, gap, redelivered
+        self.counts: Counter = Counter()     # dup, out_of_order, gap, redelivered, earlier
+        self.sessions = 0
 
     def base(self, conv: str, last_seq: int) -> None:
         """Seqs up to ``last_seq`` predate us (a no-op once the conversation is known)."""
@@ -62,20 +66,23 @@ class SeqCheck:
 
     def new_session(self) -> None:
         """A new login: what was seen so far may be pushed again (replay)."""
+        self.sessions += 1
         for st in self.convs.values():
             st.floor = max([st.low, *st.seen])
             st.top = 0
             st.suspects.clear()
 
     def on_msg(self, conv: str, seq: int) -> str | None:
-        """Check one pushed msg; returns its failure or ``redelivered`` (None when fine)."""
+        """Check one pushed msg; returns its failure, ``redelivered`` or ``earlier`` (None when fine)."""
         st = self.convs.get(conv)
         if st is None:
             st = self.convs[conv] = ConvSeqs(seq - 1)
         if seq <= st.top:
             code = "dup" if st.has(seq) else "out_of_order"
+        elif st.has(seq) and seq <= st.floor:
+            code = "earlier" if seq <= st.base and self.sessions <= 1 else "redelivered"
         elif st.has(seq):
-            code = "redelivered" if seq <= st.floor else "dup"
+            code = "dup"
         else:
             code = None
         st.top = max(st.top, seq)
