@@ -7,7 +7,7 @@ CONFIG ?= config.yaml
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zonechat-installed
 
-.PHONY: venv up down status test clean-data
+.PHONY: venv up down status chat admin tail test clean-data
 
 venv: $(STAMP)
 
@@ -26,6 +26,19 @@ down: $(STAMP)
 
 status: $(STAMP)
 	$(VENV)/bin/zonechat status -c $(CONFIG)
+
+# The README's commands through make, without activating the venv:
+#   make chat USER=alice [ARGS=--register]    make admin ARGS="broadcast hello"    make tail ARGS=-f
+# USER must be given on the command line (the environment's USER is your login name).
+chat: $(STAMP)
+	@test "$(origin USER)" = "command line" || { echo "usage: make chat USER=NAME [ARGS=--register]"; exit 2; }
+	$(VENV)/bin/zonechat chat -c $(CONFIG) $(USER) $(ARGS)
+
+admin: $(STAMP)
+	$(VENV)/bin/zonechat admin -c $(CONFIG) $(ARGS)
+
+tail: $(STAMP)
+	$(VENV)/bin/zonechat log tail -c $(CONFIG) $(ARGS)
 
 # pytest exits 5 when it collected nothing: that is a failure too (make fails on any non-zero).
 test: $(STAMP)

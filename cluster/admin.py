@@ -2,20 +2,31 @@
 
 The endpoint address comes from the config (the center node's host and admin_port) and
 every request carries ``Authorization: Bearer <cluster.secret>``.
+
+Answers are sentences with readable UTC times on a terminal (``alice muted until
+2026-12-02 21:30:05 UTC (in 10m)``) and the endpoint's JSON when stdout is a pipe or a
+file, or with ``--json`` (``--human`` forces sentences). Rooms and groups may be given by
+bare name: ``slow lobby 10`` means ``r:lobby``, ``roster team ...`` means ``g:team``; a
+bare conversation of ``post`` is a room.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import re
+import sys
+import time
 import urllib.error
 import urllib.request
 
 import click
 
 from cluster import config as config_mod
+from cluster.convs import SYS
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+ID_PREFIXES = ("r:", "g:", "d:")
 
 
 class AdminFailed(click.ClickException):
@@ -28,6 +39,65 @@ def parse_duration(text: str) -> float:
     if not match:
         raise click.BadParameter(f"{text!r} is not a duration like 30s, 10m, 2h")
     return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def conv_id(name: str, kind: str = "r") -> str:
+    """A conversation id from an id (``r:``/``g:``/``d:``..., ``sys``) or a bare name,
+    which becomes ``<kind>:<name>``: ``lobby`` -> ``r:lobby``; ``team``, "g" -> ``g:team``."""
+    if name == SYS or name.startswith(ID_PREFIXES):
+        return name
+    return f"{kind}:{name}"
+
+
+# -- human answers ---------------------------------------------------------------------------
+def utc(ms: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+
+
+def clock(ms: int) -> str:
+    """``21:30:05 UTC``: the time of day of an epoch-ms timestamp."""
+    return utc(ms).strftime("%H:%M:%S UTC")
+
+
+def span(seconds: float) -> str:
+    """A duration in its two largest units, rounded to the smaller: 45s, 10m, 2h 5m, 1d 3h."""
+    s = round(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    minutes = round(s / 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    if minutes < 24 * 60:
+        return _two(*divmod(minutes, 60), "h", "m")
+    return _two(*divmod(round(s / 3600), 24), "d", "h")
+
+
+def _two(big: int, small: int, big_unit: str, small_unit: str) -> str:
+    return f"{big}{big_unit}" + (f" {small}{small_unit}" if small else "")
+
+
+def moment(ms: int, now: float | None = None) -> str:
+    """``2026-12-02 21:30:05 UTC (in 10m)`` (or ``(3m ago)``) for an epoch-ms timestamp."""
+    now = time.time() if now is None else now
+    ahead = ms / 1000 - now
+    when = f"in {span(ahead)}" if ahead >= 0 else f"{span(ahead)} ago"
+    return f"{utc(ms):%Y-%m-%d %H:%M:%S} UTC ({when})"
+
+
+def seconds_or_off(value) -> str:
+    return f"{value:g}s" if value else "off"
+
+
+def flat_lines(obj: dict, prefix: str = "") -> list[str]:
+    """``key value`` lines of a map, nested maps as dotted keys, keys in order."""
+    lines = []
+    for key in sorted(obj, key=str):
+        value = obj[key]
+        if isinstance(value, dict) and value:
+            lines += flat_lines(value, f"{prefix}{key}.")
+        else:
+            lines.append(f"{prefix}{key} {value}")
+    return lines
 
 
 def call(cfg, path: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
@@ -49,8 +119,24 @@ def call(cfg, path: str, payload: dict | None = None, timeout: float = 10.0) -> 
         raise AdminFailed(f"cannot reach the admin endpoint at {url}: {exc}") from None
 
 
-def _show(result: dict) -> None:
-    click.echo(json.dumps(result, indent=2, sort_keys=True))
+def show(result: dict, as_json: bool | None, human) -> None:
+    """JSON (``--json``, or stdout not a terminal), else the lines ``human(result)`` says."""
+    if as_json is None:
+        as_json = not sys.stdout.isatty()
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    lines = human(result)
+    click.echo("\n".join([lines] if isinstance(lines, str) else lines))
+
+
+def output_option(func):
+    return click.option("--json/--human", "as_json", default=None,
+                        help="JSON (the default when stdout is not a terminal) or sentences")(func)
+
+
+def posted(result: dict) -> str:
+    return f"sent to {result['conv']}: seq {result['seq']} at {clock(result['ts'])}"
 
 
 @click.group("admin")
@@ -58,7 +144,11 @@ def _show(result: dict) -> None:
               show_default=True, help="cluster config")
 @click.pass_context
 def admin(ctx, config_path):
-    """Operate a running cluster: broadcasts, moderation, tokens."""
+    """Operate a running cluster: broadcasts, moderation, tokens.
+
+    Answers are sentences on a terminal and JSON in a pipe or file (or with --json).
+    ROOM and GROUP take a bare name (lobby means r:lobby, team means g:team) or an id.
+    """
     try:
         ctx.obj = config_mod.load(config_path)
     except config_mod.ConfigError as exc:
@@ -67,108 +157,140 @@ def admin(ctx, config_path):
 
 @admin.command()
 @click.argument("text")
+@output_option
 @click.pass_obj
-def broadcast(cfg, text):
+def broadcast(cfg, text, as_json):
     """Send TEXT to every online session (conversation sys)."""
-    _show(call(cfg, "/v1/broadcast", {"text": text}))
+    show(call(cfg, "/v1/broadcast", {"text": text}), as_json, posted)
 
 
 @admin.command()
 @click.argument("conv")
 @click.argument("text")
+@output_option
 @click.pass_obj
-def post(cfg, conv, text):
-    """Post TEXT to any conversation as `system`."""
-    _show(call(cfg, "/v1/post", {"conv": conv, "body": text}))
+def post(cfg, conv, text, as_json):
+    """Post TEXT to any conversation as `system`.
+
+    CONV is an id (r:ROOM, g:GROUP, d:USER1:USER2, sys) or a bare name, which is taken
+    as a room: `post lobby hi` posts to r:lobby.
+    """
+    show(call(cfg, "/v1/post", {"conv": conv_id(conv), "body": text}), as_json, posted)
 
 
 @admin.command()
 @click.argument("user")
+@output_option
 @click.pass_obj
-def kick(cfg, user):
+def kick(cfg, user, as_json):
     """Disconnect USER's session (kicked{admin})."""
-    _show(call(cfg, "/v1/kick", {"user": user}))
+    show(call(cfg, "/v1/kick", {"user": user}), as_json,
+         lambda r: f"{user} kicked" if r["kicked"] else f"{user} is not online: nobody kicked")
 
 
 @admin.command()
 @click.argument("user")
 @click.option("--for", "duration", default="10m", show_default=True, help="e.g. 30s, 10m, 2h")
+@output_option
 @click.pass_obj
-def mute(cfg, user, duration):
+def mute(cfg, user, duration, as_json):
     """Refuse USER's sends with `muted` for a while."""
-    _show(call(cfg, "/v1/mute", {"user": user, "seconds": parse_duration(duration)}))
+    show(call(cfg, "/v1/mute", {"user": user, "seconds": parse_duration(duration)}), as_json,
+         lambda r: f"{user} muted until {moment(r['until'])}" if r["until"] else f"{user} unmuted")
 
 
 @admin.command()
 @click.argument("user")
+@output_option
 @click.pass_obj
-def unmute(cfg, user):
-    _show(call(cfg, "/v1/mute", {"user": user, "seconds": 0}))
+def unmute(cfg, user, as_json):
+    """Let USER send again."""
+    show(call(cfg, "/v1/mute", {"user": user, "seconds": 0}), as_json, lambda r: f"{user} unmuted")
 
 
 @admin.command()
 @click.argument("user")
 @click.option("--reason", default="banned by an operator", show_default=True)
+@output_option
 @click.pass_obj
-def ban(cfg, user, reason):
+def ban(cfg, user, reason, as_json):
     """Kick USER and refuse their logins (auth_failed with the reason)."""
-    _show(call(cfg, "/v1/ban", {"user": user, "reason": reason}))
+    show(call(cfg, "/v1/ban", {"user": user, "reason": reason}), as_json,
+         lambda r: f"{user} banned: {reason}" if r["banned"] else f"{user} unbanned")
 
 
 @admin.command()
 @click.argument("user")
+@output_option
 @click.pass_obj
-def unban(cfg, user):
-    _show(call(cfg, "/v1/ban", {"user": user, "reason": ""}))
+def unban(cfg, user, as_json):
+    """Let USER log in again."""
+    show(call(cfg, "/v1/ban", {"user": user, "reason": ""}), as_json, lambda r: f"{user} unbanned")
+
+
+def room_modes(result: dict) -> str:
+    return (f"{result['room']}: slow mode {seconds_or_off(result['slow'])}, "
+            f"duplicate suppression {seconds_or_off(result['dups'])}")
 
 
 @admin.command()
 @click.argument("room")
 @click.argument("seconds", type=float)
+@output_option
 @click.pass_obj
-def slow(cfg, room, seconds):
+def slow(cfg, room, seconds, as_json):
     """Slow mode: one message per SECONDS per user in ROOM (0 turns it off)."""
-    _show(call(cfg, "/v1/room", {"room": room, "slow": seconds}))
+    show(call(cfg, "/v1/room", {"room": conv_id(room), "slow": seconds}), as_json, room_modes)
 
 
 @admin.command()
 @click.argument("room")
 @click.argument("seconds", type=float)
+@output_option
 @click.pass_obj
-def dups(cfg, room, seconds):
+def dups(cfg, room, seconds, as_json):
     """Duplicate suppression: the same text from a user in ROOM within SECONDS is refused."""
-    _show(call(cfg, "/v1/room", {"room": room, "dups": seconds}))
+    show(call(cfg, "/v1/room", {"room": conv_id(room), "dups": seconds}), as_json, room_modes)
 
 
 @admin.command()
 @click.argument("user")
 @click.option("--quiet", is_flag=True, help="print only the token")
+@output_option
 @click.pass_obj
-def token(cfg, user, quiet):
+def token(cfg, user, quiet, as_json):
     """Mint a login token for USER (game backends: players log in without a password)."""
     result = call(cfg, "/v1/token", {"user": user})
-    click.echo(result["token"]) if quiet else _show(result)
+    if quiet:
+        click.echo(result["token"])
+        return
+    show(result, as_json, lambda r: [r["token"], f"login token for {user}, expires {moment(r['expires'])}"])
 
 
 @admin.command()
 @click.argument("group")
 @click.argument("owner")
 @click.argument("members", nargs=-1)
+@output_option
 @click.pass_obj
-def roster(cfg, group, owner, members):
-    """Make GROUP exactly OWNER plus MEMBERS (created if missing)."""
-    _show(call(cfg, "/v1/group", {"group": group, "owner": owner, "members": list(members)}))
+def roster(cfg, group, owner, members, as_json):
+    """Make GROUP exactly OWNER plus MEMBERS (created if missing); `team` means g:team."""
+    show(call(cfg, "/v1/group", {"group": conv_id(group, "g"), "owner": owner, "members": list(members)}),
+         as_json, lambda r: f"{r['group']}: owner {r['owner']}, members {', '.join(r['members']) or 'none'}")
 
 
 @admin.command()
+@output_option
 @click.pass_obj
-def stats(cfg):
+def stats(cfg, as_json):
     """Counters of the running cluster."""
-    _show(call(cfg, "/v1/stats"))
+    show(call(cfg, "/v1/stats"), as_json, flat_lines)
 
 
 @admin.command()
+@output_option
 @click.pass_obj
-def reload(cfg):
+def reload(cfg, as_json):
     """Make every zone re-read moderation.word_filter from its config file."""
-    _show(call(cfg, "/v1/reload", {}))
+    show(call(cfg, "/v1/reload", {}), as_json,
+         lambda r: f"word filter reloaded on {r['reloaded']} zone" + ("" if r["reloaded"] == 1 else "s"))

@@ -5,6 +5,9 @@ loads without them, and without Locust): ``zonechat admin`` (cluster.admin), ``z
 log tail`` (log.cli), ``zonechat chat`` (client.terminal) and ``zonechat loadtest``
 (tools.load.command). Every command takes ``-c/--config`` (default ./config.yaml, or
 $ZONECHAT_CONFIG).
+``zonechat --version`` prints ``zonechat <version>`` (package metadata; pyproject.toml
+when the package is not installed). ``up`` prints, after ``cluster ready``, the addresses
+a person opens (``cluster.supervisor.address_lines``).
 ``status`` exits 0 when every process runs, 3 when the cluster runs degraded (a node
 restarting, flapping or dead), 1 when no supervisor runs.
 """
@@ -19,6 +22,8 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+from importlib import metadata
 
 import click
 
@@ -26,7 +31,7 @@ from cluster import config as config_mod
 from cluster import runstate
 from cluster.child import PROJECT_ROOT, child_env
 from cluster.redis_server import RedisServerError
-from cluster.supervisor import START_ORDER, Supervisor, SupervisorError, build_tiers
+from cluster.supervisor import START_ORDER, Supervisor, SupervisorError, address_lines, build_tiers
 
 POLL = 0.1            # seconds between two looks at the state file or a pid
 KILL_WAIT = 5.0       # seconds for SIGKILLed processes to disappear
@@ -68,7 +73,31 @@ class ZonechatGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+def package_version(dist: str = "zonechat") -> str:
+    """The installed version from the package metadata; pyproject.toml's only without it."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return pyproject_version(os.path.join(PROJECT_ROOT, "pyproject.toml"))
+
+
+def pyproject_version(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def _print_version(ctx, _param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"zonechat {package_version()}")
+        ctx.exit()
+
+
 @click.group(cls=ZonechatGroup)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="print zonechat's version and exit")
 def main() -> None:
     """zonechat: a sharded, game-server-style chat cluster."""
 
@@ -110,6 +139,8 @@ def _up_detached(cfg, host: str | None) -> None:
         doc = runstate.read(path)
         if doc and doc.get("pid") == proc.pid and doc.get("state") == "ready":
             click.echo(f"cluster ready (supervisor pid {proc.pid}, log {log_path})")
+            for line in address_lines(cfg, host):
+                click.echo(line)
             return
         if proc.poll() is not None:
             click.echo(_read_from(log_path, offset), err=True, nl=False)

@@ -108,6 +108,29 @@ def _node_spec(cfg, node, python: str) -> ProcSpec:
     return ProcSpec(node.name, node.role, argv, ready_prefix=f"{node.role} {node.name} ready on ")
 
 
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def address_lines(cfg, host: str | None = None) -> list[str]:
+    """What a person needs once ``cluster ready`` is printed, one address a line: the chat
+    page of every gate, the operator view, the gates' TCP addresses (this host's share)."""
+    here = [n for n in cfg.nodes.values() if host is None or n.host == host]
+    gates = sorted((n for n in here if n.role == "gate"), key=lambda n: n.name)
+    lines = [f"  chat page  http://{_reachable(g.host)}:{g.ws_port}/  ({g.name})"
+             for g in gates if g.ws_port]
+    lines += [f"  ops page   http://{_reachable(c.admin_host)}:{c.admin_port}/ops  ({c.name})"
+              for c in sorted(here, key=lambda n: n.name) if c.role == "center" and c.admin_port]
+    lines += [f"  TCP        {_reachable(g.host)}:{g.tcp_port}  ({g.name})" for g in gates]
+    return lines
+
+
+def _reachable(bind_host: str) -> str:
+    """A host a browser on this machine can open: loopback for a wildcard bind, IPv6 bracketed."""
+    if bind_host in WILDCARDS:
+        return "127.0.0.1"
+    return f"[{bind_host}]" if ":" in bind_host else bind_host
+
+
 class Supervisor:
     """Runs one host's processes until SIGTERM/SIGINT/SIGHUP; ``run()`` is the exit code."""
 
@@ -187,6 +210,8 @@ class Supervisor:
         self.state = "ready"
         self._save()
         self.out("cluster ready")
+        for line in address_lines(self.cfg, self.host):
+            self.out(line)
         for child in self.children():
             self.watchers.spawn(self._keep_alive, child).link_exception(self._crashed)
 

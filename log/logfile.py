@@ -1,4 +1,4 @@
-"""The traffic/audit log files: format, a rotating writer, a reader and ``tail``.
+"""The traffic/audit log files: format, a rotating writer, a reader, ``tail`` and ``follow``.
 
 Layout: ``<data_dir>/log/traffic-00000001.log``, ``traffic-00000002.log``, ... The number
 only grows, so "oldest to newest" is numeric order and a reader never sees a file renamed
@@ -42,7 +42,7 @@ import os
 import re
 import struct
 import zlib
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import msgpack
 
@@ -50,6 +50,8 @@ MAGIC = b"ZCLOG1\n\0"
 MAX_RECORD = 8 * 1024 * 1024        # a longer length prefix is corruption, not a record
 FILE_RE = re.compile(r"^traffic-(\d{8,})\.log$")
 _HEAD = struct.Struct(">II")
+FOLLOW_INTERVAL = 0.25          # seconds between two looks at the files while following
+FOLLOW_BATCH = 10_000           # records read per look at most (whole frames: a little more)
 
 
 class Record(NamedTuple):
@@ -198,9 +200,9 @@ class LogWriter:
 
 
 # -- reading ----------------------------------------------------------------------------
-def _frames(fh) -> Iterator[tuple[int, bytes]]:
-    """(end offset, payload) of each whole, CRC-checked record; stops at the first bad one."""
-    pos = len(MAGIC)
+def _frames(fh, pos: int = len(MAGIC)) -> Iterator[tuple[int, bytes]]:
+    """(end offset, payload) of each whole, CRC-checked record from ``pos`` (where ``fh``
+    stands); stops at the first bad one."""
     while True:
         head = fh.read(_HEAD.size)
         if len(head) < _HEAD.size:
@@ -229,15 +231,8 @@ def valid_end(path: str) -> int | None:
 
 def read_file(path: str) -> Iterator[Record]:
     """Records of one file in order; a missing or foreign file yields nothing."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:  # deleted by rotation since it was listed
-        return
-    with fh:
-        if fh.read(len(MAGIC)) != MAGIC:
-            return
-        for _, payload in _frames(fh):
-            yield from _decode(payload)
+    for _, records in read_from(path):
+        yield from records
 
 
 def _decode(payload: bytes) -> list[Record]:
@@ -259,6 +254,22 @@ def _record(obj) -> Record | None:
     if not isinstance(obj, list) or len(obj) < 3 or not isinstance(obj[0], (int, float)):
         return None
     return Record(int(obj[0]), str(obj[1]), str(obj[2]), obj[3:])
+
+
+def read_from(path: str, offset: int = 0) -> Iterator[tuple[int, list[Record]]]:
+    """(end offset, records) of each whole frame of one file past ``offset`` (0: from the
+    start); a missing or foreign file yields nothing."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:  # deleted by rotation since it was listed
+        return
+    with fh:
+        if fh.read(len(MAGIC)) != MAGIC:
+            return
+        offset = max(offset, len(MAGIC))
+        fh.seek(offset)
+        for end, payload in _frames(fh, offset):
+            yield end, _decode(payload)
 
 
 def iter_records(directory: str) -> Iterator[Record]:
@@ -373,26 +384,131 @@ def format_record(record: Record) -> str:
     return f"{when} {_text(record.node)} {_text(record.kind)} {user} {summary(record)}"
 
 
-def last_records(directory: str, user=None, n: int = 20) -> list[Record]:
-    """The last ``n`` records (about ``user`` if given), oldest first.
+# -- choosing records -------------------------------------------------------------------
+KINDS = ("in", "out", "store", "admin", "stats")    # what nodes record (others are kept as they came)
+KEEPALIVE = ("ping", "pong")                       # client frames hidden unless asked for
+KEEPALIVE_MAX = 64                                 # bytes: a longer body is no ping or pong
 
-    Files are read newest first and reading stops once ``n`` matches are found.
-    """
-    found: list[Record] = []
+
+def is_keepalive(record: Record) -> bool:
+    """A client's ``ping`` (an ``in`` record) or the gate's ``pong`` (an ``out`` record)."""
+    body = _field(record.fields, 2)
+    if record.kind not in ("in", "out") or not isinstance(body, bytes) or len(body) > KEEPALIVE_MAX:
+        return False
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="replace")
+    except (ValueError, msgpack.UnpackException, TypeError):
+        return False
+    return isinstance(obj, dict) and obj.get("t") in KEEPALIVE
+
+
+def record_filter(user=None, kinds=(), keepalive: bool = False) -> Callable[[Record], bool]:
+    """Which records to show: about ``user`` (any if None), of ``kinds`` (any if empty),
+    ping/pong frames only with ``keepalive``."""
+    kinds = frozenset(kinds)
+
+    def keep(record: Record) -> bool:
+        return ((user is None or user_of(record) == user)
+                and (not kinds or record.kind in kinds)
+                and (keepalive or not is_keepalive(record)))
+    return keep
+
+
+# -- tail and follow ----------------------------------------------------------------------
+class Cursor(NamedTuple):
+    number: int          # the log file being read
+    offset: int          # just past the last whole record read from it (0: its start)
+
+
+def last_records(directory: str, user=None, n: int = 20, keep=None) -> list[Record]:
+    """The last ``n`` records (about ``user`` if given, or those ``keep`` accepts; ping and
+    pong hidden), oldest first."""
     if n <= 0:
-        return found
-    for _, path in reversed(list_files(directory)):
-        matches = collections.deque(maxlen=n - len(found))
-        matches.extend(r for r in read_file(path) if user is None or user_of(r) == user)
+        return []
+    return last_with_cursor(directory, keep or record_filter(user), n)[0]
+
+
+def last_with_cursor(directory: str, keep, n: int) -> tuple[list[Record], Cursor]:
+    """The last ``n`` records ``keep`` accepts, oldest first, and the cursor just past the
+    last record read: following from it misses nothing and repeats nothing. Files are read
+    newest first; reading stops once ``n`` are found."""
+    found: list[Record] = []
+    cursor = Cursor(0, 0)
+    for i, (number, path) in enumerate(reversed(list_files(directory))):
+        matches = collections.deque(maxlen=max(0, n - len(found)))
+        end = 0
+        for end, records in read_from(path):
+            matches.extend(r for r in records if keep(r))
+        if i == 0:
+            cursor = Cursor(number, end)
         found[:0] = matches
         if len(found) >= n:
             break
-    return found
+    return found, cursor
 
 
-def tail(data_dir: str, user=None, n: int = 20, out=print) -> int:
-    """Print the last ``n`` records under ``data_dir`` (``zonechat log tail``); return the count."""
-    records = last_records(log_dir(data_dir), user, n)
+class Follower:
+    """The records written after a cursor, in order, across rotation and pruning.
+
+    The writer appends only to the newest file: once a newer one exists, the current file
+    is read to its end one last time and the follower moves to the next file there is.
+    """
+
+    def __init__(self, directory: str, cursor: Cursor):
+        self.directory = directory
+        self.cursor = cursor
+
+    def poll(self, limit: int = FOLLOW_BATCH) -> list[Record]:
+        """What was written since the last call, at most about ``limit`` records (whole frames)."""
+        found = self._read(limit)
+        while len(found) < limit:
+            following = [num for num, _ in list_files(self.directory) if num > self.cursor.number]
+            if not following:
+                break
+            found += self._read(limit - len(found))
+            if len(found) >= limit:
+                break
+            self.cursor = Cursor(following[0], 0)
+            found += self._read(limit - len(found))
+        return found
+
+    def _read(self, limit: int) -> list[Record]:
+        number, offset = self.cursor
+        found: list[Record] = []
+        frames = read_from(os.path.join(self.directory, file_name(number)), offset)
+        for offset, records in frames:
+            found += records
+            if len(found) >= limit:
+                break
+        frames.close()
+        self.cursor = Cursor(number, offset)
+        return found
+
+
+def follow(directory: str, cursor: Cursor, keep, out, stop, interval: float = FOLLOW_INTERVAL) -> None:
+    """Print every record ``keep`` accepts written after ``cursor`` until ``stop`` (an
+    Event) is set, looking at the files every ``interval`` seconds while idle."""
+    follower = Follower(directory, cursor)
+    while not stop.is_set():
+        batch = follower.poll()
+        for record in batch:
+            if keep(record):
+                out(format_record(record))
+        if len(batch) < FOLLOW_BATCH and stop.wait(interval):
+            return
+
+
+def tail(data_dir: str, user=None, n: int = 20, out=print, kinds=(), keepalive: bool = False,
+         stop=None) -> int:
+    """Print the last ``n`` records under ``data_dir`` (``zonechat log tail``); return the count.
+
+    ``kinds`` and ``keepalive`` as in ``record_filter``; with ``stop`` (an Event), go on
+    printing new records (``--follow``) until it is set.
+    """
+    keep = record_filter(user, kinds, keepalive)
+    records, cursor = last_with_cursor(log_dir(data_dir), keep, max(0, n))
     for record in records:
         out(format_record(record))
+    if stop is not None:
+        follow(log_dir(data_dir), cursor, keep, out, stop)
     return len(records)

@@ -240,3 +240,142 @@ def test_recs_count_reads_n_from_the_envelope_head(n):
     raw = msgpack.packb(["recs", n, "g", []], use_bin_type=True)
     assert recs_count(raw) == n
     assert recs_count(msgpack.packb(["rec", 1, "gate1", "in"], use_bin_type=True)) == 0
+
+
+# -- kinds, ping/pong, follow -------------------------------------------------------------
+def ping_pong_and_more() -> list:
+    return [
+        [TS, "gate1", "in", 1, "alice", body(t="ping", rid=1)],
+        [TS + 1, "gate1", "out", 1, "alice", body(t="pong", ts=TS, rid=1), 1],
+        [TS + 2, "gate1", "in", 1, "alice", body(t="send", conv="r:a", cid="x", body="ping")],
+        [TS + 3, "zone1", "store", "r:a", 1, "alice", "x", TS],
+        [TS + 4, "center1", "admin", "kick", {"user": "alice"}],
+        [TS + 5, "gate1", "stats", {"sessions": 1}],
+        [TS + 6, "gate1", "in", 1, "alice", body(t="ping", rid=2, pad="x" * 80)],   # too long for a ping
+    ]
+
+
+def kinds_of(lines: list[str]) -> list[str]:
+    return [line.split()[2] for line in lines]
+
+
+def test_ping_and_pong_are_hidden_unless_keepalive(tmp_path):
+    write_records(tmp_path / "log", ping_pong_and_more())
+    assert kinds_of(tail_lines(tmp_path)) == ["in", "store", "admin", "stats", "in"]
+    shown = tail_lines(tmp_path, keepalive=True)
+    assert kinds_of(shown) == ["in", "out", "in", "store", "admin", "stats", "in"]
+    assert " ping " in shown[0] and " pong " in shown[1]
+
+
+def test_kinds_filter_is_a_set_and_combines_with_user(tmp_path):
+    write_records(tmp_path / "log", ping_pong_and_more() + [
+        [TS + 7, "zone1", "store", "r:a", 2, "bob", "y", TS]])
+    assert kinds_of(tail_lines(tmp_path, kinds=["store"])) == ["store", "store"]
+    assert kinds_of(tail_lines(tmp_path, kinds=("store", "admin"))) == ["store", "admin", "store"]
+    assert kinds_of(tail_lines(tmp_path, kinds=["out"])) == []                   # only a pong
+    assert kinds_of(tail_lines(tmp_path, kinds=["out"], keepalive=True)) == ["out"]
+    assert kinds_of(tail_lines(tmp_path, kinds=["store"], user="bob")) == ["store"]
+    assert kinds_of(tail_lines(tmp_path, kinds=["store", "in"], n=2)) == ["in", "store"]
+
+
+def test_is_keepalive_only_for_small_ping_in_and_pong_out():
+    def r(kind, frame):
+        return Record(TS, "gate1", kind, [1, "alice", frame, 1])
+    assert logfile.is_keepalive(r("in", body(t="ping")))
+    assert logfile.is_keepalive(r("out", body(t="pong", ts=TS)))
+    assert not logfile.is_keepalive(r("store", body(t="ping")))
+    assert not logfile.is_keepalive(r("in", body(t="send", body="ping")))
+    assert not logfile.is_keepalive(r("in", b"\xc1"))
+    assert not logfile.is_keepalive(Record(TS, "gate1", "in", []))
+
+
+def append(writer: LogWriter, *numbers: int) -> None:
+    writer.write([encode_record(rec(i)) for i in numbers])
+
+
+def test_cursor_then_follower_misses_and_repeats_nothing_across_rotation(tmp_path):
+    writer = LogWriter(str(tmp_path), 600, 50)
+    writer.open()
+    append(writer, *range(10))
+    keep = logfile.record_filter()
+    last, cursor = logfile.last_with_cursor(str(tmp_path), keep, 3)
+    assert [r.fields[0] for r in last] == [7, 8, 9]
+    follower = logfile.Follower(str(tmp_path), cursor)
+    assert follower.poll() == []
+    for i in range(10, 40):                           # one record a write: several rotations
+        append(writer, i)
+    assert len(logfile.list_files(str(tmp_path))) > 3
+    assert [r.fields[0] for r in follower.poll()] == list(range(10, 40))
+    append(writer, 40, 41)
+    assert [r.fields[0] for r in follower.poll()] == [40, 41]
+    writer.close()
+
+
+def test_follower_goes_past_files_pruned_behind_it(tmp_path):
+    writer = LogWriter(str(tmp_path), 600, 2)
+    writer.open()
+    append(writer, 0)
+    follower = logfile.Follower(str(tmp_path), logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 1)[1])
+    for i in range(1, 60):
+        append(writer, i)
+    got = [r.fields[0] for r in follower.poll()]
+    assert got == sorted(got) and got[-1] == 59 and len(got) < 59     # what is left, in order
+    append(writer, 60)
+    assert [r.fields[0] for r in follower.poll()] == [60]
+    writer.close()
+
+
+def test_follower_waits_at_a_partly_written_record(tmp_path):
+    writer = write_records(tmp_path, [rec(1)])
+    follower = logfile.Follower(str(tmp_path), logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 1)[1])
+    frame = encode_record(rec(2))
+    with open(writer.path, "ab") as fh:
+        fh.write(frame[:7])
+    assert follower.poll() == []
+    with open(writer.path, "ab") as fh:
+        fh.write(frame[7:])
+    assert [r.fields[0] for r in follower.poll()] == [2]
+
+
+def test_follower_starts_with_the_first_file_when_there_was_none(tmp_path):
+    records, cursor = logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 5)
+    assert records == [] and cursor == logfile.Cursor(0, 0)
+    follower = logfile.Follower(str(tmp_path), cursor)
+    assert follower.poll() == []
+    write_records(tmp_path, [rec(1), rec(2)])
+    assert [r.fields[0] for r in follower.poll()] == [1, 2]
+
+
+def test_follower_polls_are_bounded(tmp_path):
+    writer = write_records(tmp_path, [rec(0)])
+    follower = logfile.Follower(str(tmp_path), logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 1)[1])
+    writer.open()
+    append(writer, *range(1, 26))
+    writer.close()
+    assert [r.fields[0] for r in follower.poll(limit=10)] == list(range(1, 11))
+    assert [r.fields[0] for r in follower.poll(limit=10)] == list(range(11, 21))
+    assert [r.fields[0] for r in follower.poll()] == list(range(21, 26))
+
+
+def test_tail_with_stop_follows_until_the_event_is_set(tmp_path):
+    import threading
+    writer = LogWriter(str(tmp_path / "log"), 600, 50)
+    writer.open()
+    append(writer, 0, 1)
+    stop, lines = threading.Event(), []
+
+    def out(line):
+        lines.append(line)
+        if len(lines) == 2:                 # the tail's two: now write while following
+            append(writer, *range(2, 30))
+        if "cid=c29 " in line:
+            stop.set()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault(
+        "n", logfile.tail(str(tmp_path), n=5, out=out, stop=stop, kinds=["in"])), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    stop.set()                              # never leave it running, even when it failed
+    writer.close()
+    assert not worker.is_alive() and result["n"] == 2
+    assert [line.split("cid=")[1].split()[0] for line in lines] == [f"c{i}" for i in range(30)]
