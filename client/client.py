@@ -22,6 +22,9 @@ in the receive greenlet: spawn, never wait for a reply there), else to the bound
 ``pushes`` (``get_push``, ``expect``; when full the oldest is dropped). ``kicked`` sets
 ``kicked_reason``. Events: ``session_up`` while logged in, ``closed`` once down for good
 (logout, kick, ``close()``, a drop without reconnect); a closed Client is not reused.
+``on_connection(state)``, if given, hears ``"lost"`` when a drop starts a reconnect and
+``"reconnected"`` once logged in again (rooms rejoined); it runs in a client greenlet, so
+like ``on_push`` it must not wait for a reply.
 
 Bookkeeping (``client.tracking``): pushes are deduplicated by seq, DM/group holes
 ``sync``ed and delivered in order, room/sys holes counted, in ``counters`` (with
@@ -74,10 +77,11 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 7700, *, timeout: float = 5.0,
                  reconnect: bool = False, auto_recv: bool = False, catch_up: bool = True,
                  on_push=None, push_queue: int | None = 10000, ping_interval: float | None = 20.0,
-                 backoff: tuple[float, float] = (0.1, 5.0)):
+                 backoff: tuple[float, float] = (0.1, 5.0), on_connection=None):
         self.addr = (host, port)
         self.timeout, self.reconnect, self.auto_recv, self.catch_up = timeout, reconnect, auto_recv, catch_up
         self.on_push, self.ping_interval, self.backoff = on_push, ping_interval, backoff
+        self.on_connection = on_connection
         self.pushes: Queue = Queue(push_queue)
         self.sends = SendBook()
         self.track = SeqTracker(self._deliver, lambda st: self._spawn(self._fill_worker, st),
@@ -138,6 +142,7 @@ class Client:
             return
         if self.reconnect and self.token and not self._deliberate:
             self._reconnector = self._spawn(self._reconnect_worker)
+            self._notify("lost")
         else:
             self._finish()
 
@@ -351,6 +356,7 @@ class Client:
                 self.counters["reconnects"] += 1
                 self._reconnector = None
                 self._after_reconnect()
+                self._notify("reconnected")
                 return
         finally:
             if self._reconnector is gevent.getcurrent():   # gave up
@@ -385,6 +391,13 @@ class Client:
                 log.info("rejoining %s after a reconnect: %s", room, exc)
         if not self.catch_up:                      # else the catch-up refills, after the replay
             self.track.refill_held()
+
+    def _notify(self, state: str) -> None:
+        if self.on_connection is not None:
+            try:
+                self.on_connection(state)
+            except Exception:                      # the app's bug must not stop the reconnect
+                log.exception("on_connection failed")
 
     def _ping_worker(self) -> None:
         while not self._stopping.wait(self.ping_interval):

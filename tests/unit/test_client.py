@@ -13,7 +13,7 @@ from gevent.queue import Queue
 from gevent.server import StreamServer
 
 import cluster  # noqa: F401
-from client.terminal import ChatSession, clean, describe_error, run_chat
+from client.terminal import ChatSession, clean, describe_error, hhmm, run_chat
 from client import Client, ClientError, ConnectionLost, RequestTimeout, dm_conv
 from client.tracking import SendBook, SeqTracker
 from cluster.codec import FrameReader, decode_body, encode_frame
@@ -369,8 +369,9 @@ class Screen(io.StringIO):
 
 
 def test_errors_and_untrusted_text_print_readably():
-    assert describe_error("rate_limited", "x", 1500) == (
-        "! rate limited: you are sending too fast, wait a moment (retry in 1.5s) [rate_limited]")
+    assert describe_error("rate_limited", "x", 1500) == "! x (retry in 2 seconds)"
+    assert describe_error("rate_limited", "", 1500) == (
+        "! rate limited: you are sending too fast, wait a moment (retry in 2 seconds)")
     assert clean("hi\x1b[2J\n") == "hi\ufffd[2J\ufffd"
     screen = Screen()
     session = ChatSession("alice", screen)
@@ -388,12 +389,13 @@ def test_chat_sends_prints_and_quits_over_a_pipe(peer):
         done = gevent.spawn(run_chat, "alice", "127.0.0.1", peer.server.server_port, password="pw",
                             stdin=stdin, out=screen)
         os.write(write_fd, b"/dm bob\nhi there\n")
-        screen.wait_for("[d:alice:bob #1] alice: hi there")
+        screen.wait_for(f"\n{hhmm(0)} alice: hi there\n")
         os.write(write_fd, b"/join lobby\n")
         screen.wait_for("now talking in r:lobby")
         peer.write(msg("r:lobby", 6, body="yo"))
-        screen.wait_for("[r:lobby #6] bob: yo")
+        screen.wait_for(f"\n{hhmm(0)} bob: yo\n")
         os.write(write_fd, b"/quit\n")
         assert done.get(timeout=3) == 0
     os.close(write_fd)
+    assert screen.getvalue().count("alice: hi there") == 1 and "\x1b" not in screen.getvalue()
     assert peer.next_frame("send")["body"] == "hi there" and peer.next_frame("logout")
