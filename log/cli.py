@@ -1,7 +1,7 @@
 """``zonechat log ...``: the log role's own commands (``cluster.cli`` attaches the group).
 
 ``zonechat log tail [-u USER] [-n N] [--kind K]... [--all] [-f]`` prints the last records
-of the traffic log under the config's data_dir (``log.logfile.tail``); with ``--follow`` it
+of the traffic log under the config's data_dir (``log.logtail.tail``); with ``--follow`` it
 goes on printing new ones, across rotation, until Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import click
 
 from cluster import config as config_mod
-from log import logfile
+from log import tail as logtail
 
 
 @click.group("log")
@@ -26,7 +26,7 @@ def log() -> None:
               show_default=True, type=click.Path(dir_okay=False), help="cluster config file")
 @click.option("--user", "-u", default=None, help="only records about this user")
 @click.option("-n", "count", default=20, show_default=True, type=click.IntRange(min=1), help="how many records")
-@click.option("--kind", "-k", "kinds", multiple=True, type=click.Choice(logfile.KINDS),
+@click.option("--kind", "-k", "kinds", multiple=True, type=click.Choice(logtail.KINDS),
               help="only records of this kind (repeatable)")
 @click.option("--all", "show_all", is_flag=True, help="also the clients' ping and the gates' pong frames")
 @click.option("--follow", "-f", is_flag=True, help="go on printing new records until Ctrl-C")
@@ -38,10 +38,10 @@ def log_tail(config_path: str, user: str | None, count: int, kinds: tuple, show_
     except config_mod.ConfigError as exc:
         raise click.ClickException(f"config error: {exc}") from None
     if not follow:
-        logfile.tail(cfg.data_dir, user=user, n=count, out=click.echo, kinds=kinds, keepalive=show_all)
+        logtail.tail(cfg.data_dir, user=user, n=count, out=click.echo, kinds=kinds, keepalive=show_all)
         return
     with stop_on_signals() as stop:
-        logfile.tail(cfg.data_dir, user=user, n=count, out=click.echo, kinds=kinds, keepalive=show_all,
+        logtail.tail(cfg.data_dir, user=user, n=count, out=click.echo, kinds=kinds, keepalive=show_all,
                      stop=stop)
 
 

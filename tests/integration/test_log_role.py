@@ -12,6 +12,7 @@ import yaml
 
 from cluster import config as config_mod
 from log import logfile
+from log import tail as logtail
 from cluster.bus import Bus
 from harness import free_ports, poll_for
 
@@ -45,7 +46,7 @@ def poll(check, timeout=TIMEOUT, what="condition"):
 
 def tail_lines(cfg, **kwargs) -> list[str]:
     lines = []
-    logfile.tail(cfg.data_dir, out=lines.append, **kwargs)
+    logtail.tail(cfg.data_dir, out=lines.append, **kwargs)
     return lines
 
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from log import logfile
+from log import tail as logtail
 from log.logfile import LogWriter, Record, encode_record
 
 TS = 1_700_000_000_123          # 2023-11-14T22:13:20.123Z
@@ -149,7 +150,7 @@ def test_foreign_files_are_ignored(tmp_path):
 # -- tail -------------------------------------------------------------------------------
 def tail_lines(data_dir, **kwargs) -> list[str]:
     lines = []
-    logfile.tail(str(data_dir), out=lines.append, **kwargs)
+    logtail.tail(str(data_dir), out=lines.append, **kwargs)
     return lines
 
 
@@ -203,7 +204,7 @@ def test_tail_never_prints_secrets_or_raw_newlines(tmp_path):
 
 
 def test_tail_survives_undecodable_bodies_and_missing_dir(tmp_path):
-    assert logfile.tail(str(tmp_path / "nothing"), out=lambda line: None) == 0
+    assert logtail.tail(str(tmp_path / "nothing"), out=lambda line: None) == 0
     write_records(tmp_path / "log", [[TS, "gate1", "in", 1, "alice", b"\xc1garbage"],
                                      [TS, "gate1", "out"]])
     lines = tail_lines(tmp_path)
@@ -213,7 +214,7 @@ def test_tail_survives_undecodable_bodies_and_missing_dir(tmp_path):
 
 def test_record_is_a_named_tuple():
     r = Record(TS, "n", "k", [1])
-    assert logfile.format_record(r).startswith("2023-11-14T22:13:20.123Z n k - 1")
+    assert logtail.format_record(r).startswith("2023-11-14T22:13:20.123Z n k - 1")
 
 
 def test_a_recs_batch_frame_reads_back_as_its_records(tmp_path):
@@ -281,12 +282,12 @@ def test_kinds_filter_is_a_set_and_combines_with_user(tmp_path):
 def test_is_keepalive_only_for_small_ping_in_and_pong_out():
     def r(kind, frame):
         return Record(TS, "gate1", kind, [1, "alice", frame, 1])
-    assert logfile.is_keepalive(r("in", body(t="ping")))
-    assert logfile.is_keepalive(r("out", body(t="pong", ts=TS)))
-    assert not logfile.is_keepalive(r("store", body(t="ping")))
-    assert not logfile.is_keepalive(r("in", body(t="send", body="ping")))
-    assert not logfile.is_keepalive(r("in", b"\xc1"))
-    assert not logfile.is_keepalive(Record(TS, "gate1", "in", []))
+    assert logtail.is_keepalive(r("in", body(t="ping")))
+    assert logtail.is_keepalive(r("out", body(t="pong", ts=TS)))
+    assert not logtail.is_keepalive(r("store", body(t="ping")))
+    assert not logtail.is_keepalive(r("in", body(t="send", body="ping")))
+    assert not logtail.is_keepalive(r("in", b"\xc1"))
+    assert not logtail.is_keepalive(Record(TS, "gate1", "in", []))
 
 
 def append(writer: LogWriter, *numbers: int) -> None:
@@ -297,10 +298,10 @@ def test_cursor_then_follower_misses_and_repeats_nothing_across_rotation(tmp_pat
     writer = LogWriter(str(tmp_path), 600, 50)
     writer.open()
     append(writer, *range(10))
-    keep = logfile.record_filter()
-    last, cursor = logfile.last_with_cursor(str(tmp_path), keep, 3)
+    keep = logtail.record_filter()
+    last, cursor = logtail.last_with_cursor(str(tmp_path), keep, 3)
     assert [r.fields[0] for r in last] == [7, 8, 9]
-    follower = logfile.Follower(str(tmp_path), cursor)
+    follower = logtail.Follower(str(tmp_path), cursor)
     assert follower.poll() == []
     for i in range(10, 40):                           # one record a write: several rotations
         append(writer, i)
@@ -315,7 +316,7 @@ def test_follower_goes_past_files_pruned_behind_it(tmp_path):
     writer = LogWriter(str(tmp_path), 600, 2)
     writer.open()
     append(writer, 0)
-    follower = logfile.Follower(str(tmp_path), logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 1)[1])
+    follower = logtail.Follower(str(tmp_path), logtail.last_with_cursor(str(tmp_path), logtail.record_filter(), 1)[1])
     for i in range(1, 60):
         append(writer, i)
     got = [r.fields[0] for r in follower.poll()]
@@ -327,7 +328,7 @@ def test_follower_goes_past_files_pruned_behind_it(tmp_path):
 
 def test_follower_waits_at_a_partly_written_record(tmp_path):
     writer = write_records(tmp_path, [rec(1)])
-    follower = logfile.Follower(str(tmp_path), logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 1)[1])
+    follower = logtail.Follower(str(tmp_path), logtail.last_with_cursor(str(tmp_path), logtail.record_filter(), 1)[1])
     frame = encode_record(rec(2))
     with open(writer.path, "ab") as fh:
         fh.write(frame[:7])
@@ -338,9 +339,9 @@ def test_follower_waits_at_a_partly_written_record(tmp_path):
 
 
 def test_follower_starts_with_the_first_file_when_there_was_none(tmp_path):
-    records, cursor = logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 5)
-    assert records == [] and cursor == logfile.Cursor(0, 0)
-    follower = logfile.Follower(str(tmp_path), cursor)
+    records, cursor = logtail.last_with_cursor(str(tmp_path), logtail.record_filter(), 5)
+    assert records == [] and cursor == logtail.Cursor(0, 0)
+    follower = logtail.Follower(str(tmp_path), cursor)
     assert follower.poll() == []
     write_records(tmp_path, [rec(1), rec(2)])
     assert [r.fields[0] for r in follower.poll()] == [1, 2]
@@ -348,7 +349,7 @@ def test_follower_starts_with_the_first_file_when_there_was_none(tmp_path):
 
 def test_follower_polls_are_bounded(tmp_path):
     writer = write_records(tmp_path, [rec(0)])
-    follower = logfile.Follower(str(tmp_path), logfile.last_with_cursor(str(tmp_path), logfile.record_filter(), 1)[1])
+    follower = logtail.Follower(str(tmp_path), logtail.last_with_cursor(str(tmp_path), logtail.record_filter(), 1)[1])
     writer.open()
     append(writer, *range(1, 26))
     writer.close()
@@ -372,7 +373,7 @@ def test_tail_with_stop_follows_until_the_event_is_set(tmp_path):
             stop.set()
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault(
-        "n", logfile.tail(str(tmp_path), n=5, out=out, stop=stop, kinds=["in"])), daemon=True)
+        "n", logtail.tail(str(tmp_path), n=5, out=out, stop=stop, kinds=["in"])), daemon=True)
     worker.start()
     worker.join(timeout=30)
     stop.set()                              # never leave it running, even when it failed
