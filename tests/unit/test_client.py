@@ -13,7 +13,8 @@ from gevent.queue import Queue
 from gevent.server import StreamServer
 
 import cluster  # noqa: F401
-from client.terminal import ChatSession, clean, describe_error, hhmm, run_chat
+from client.terminal import ChatSession, run_chat
+from client.terminal_format import clean, describe_error, hhmm
 from client import Client, ClientError, ConnectionLost, RequestTimeout, dm_conv
 from client.tracking import SendBook, SeqTracker
 from cluster.codec import FrameReader, decode_body, encode_frame

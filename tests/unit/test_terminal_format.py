@@ -11,8 +11,10 @@ import pytest
 
 import cluster  # noqa: F401
 from client.connection import ClientError, ConnectionLost, RequestTimeout
-from client.terminal import (COMMANDS, ChatSession, PlainUI, conv_label, describe_error, error_line,
-                             format_msg, hhmm, plain, prompt_text, span, time_left)
+from client.terminal import ChatSession
+from client.terminal_format import (COMMANDS, conv_label, describe_error, error_line, format_msg,
+                                    hhmm, plain, prompt_text, span, time_left)
+from client.terminal_io import PlainUI
 
 NOW = 1_800_000_000_000                             # ms since the epoch
 
