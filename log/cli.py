@@ -1,7 +1,7 @@
 """``zonechat log ...``: the log role's own commands (``cluster.cli`` attaches the group).
 
 ``zonechat log tail [-u USER] [-n N] [--kind K]... [--all] [-f]`` prints the last records
-of the traffic log under the config's data_dir (``log.logtail.tail``); with ``--follow`` it
+of the traffic log under the config's data_dir (``log.tail.tail``); with ``--follow`` it
 goes on printing new ones, across rotation, until Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
