@@ -174,6 +174,11 @@ class RunningCluster:
         return [pid for pid, ct in self._seen.items() if runstate.alive(pid, ct)]
 
     # -- looking ----------------------------------------------------------------------
+    @property
+    def secret(self) -> str:
+        """The cluster secret (the admin API's bearer), found the way every command finds it."""
+        return self.cfg.cluster.secret
+
     def state(self) -> dict | None:
         """The supervisor's state file (see cluster/runstate.py), None when absent."""
         doc = runstate.read(self.state_path)

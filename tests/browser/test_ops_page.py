@@ -57,7 +57,7 @@ def test_ops_page_shows_the_cluster_live(browser, cluster, tcp_user):
     sign_in(page, "not-the-secret-at-all")
     expect(page.locator("#notice-text")).to_contain_text("refused (401 unauthorized)")
     expect(page.locator("#auth-form")).to_be_visible()
-    sign_in(page, cluster.cfg.cluster.secret)
+    sign_in(page, cluster.secret)
     expect(page.locator("#status")).to_have_text("live")
     expect(page.locator("#notice")).to_be_hidden()
 

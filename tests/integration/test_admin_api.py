@@ -30,7 +30,7 @@ def http(cluster, path: str, payload=None, auth: str | None = "secret", method: 
     host, port = cluster.admin_addr
     headers = {"Content-Type": "application/json"}
     if auth == "secret":
-        headers["Authorization"] = f"Bearer {cluster.cfg.cluster.secret}"
+        headers["Authorization"] = f"Bearer {cluster.secret}"
     elif auth is not None:
         headers["Authorization"] = auth
     data = None if payload is None else json.dumps(payload).encode()
@@ -45,8 +45,8 @@ def http(cluster, path: str, payload=None, auth: str | None = "secret", method: 
 # -- the endpoint ----------------------------------------------------------------------------
 def test_wrong_secret_is_401_and_nothing_happens(cluster, clients):
     u = clients.user()
-    for auth in (None, "Bearer wrong-secret-wrong-secret", f"Bearer {cluster.cfg.cluster.secret}x",
-                 f"Basic {cluster.cfg.cluster.secret}", cluster.cfg.cluster.secret):
+    for auth in (None, "Bearer wrong-secret-wrong-secret", f"Bearer {cluster.secret}x",
+                 f"Basic {cluster.secret}", cluster.secret):
         status, body = http(cluster, "/v1/kick", {"user": u.user}, auth=auth)
         assert status == 401 and body["error"] == "unauthorized", (auth, status, body)
         status, _ = http(cluster, "/v1/stats", auth=auth)

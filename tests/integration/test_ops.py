@@ -34,7 +34,7 @@ def get(cluster, path: str, auth: str | None = "secret"):
     host, port = cluster.admin_addr
     headers = {}
     if auth is not None:
-        headers["Authorization"] = f"Bearer {cluster.cfg.cluster.secret}" if auth == "secret" else auth
+        headers["Authorization"] = f"Bearer {cluster.secret}" if auth == "secret" else auth
     req = urllib.request.Request(f"http://{host}:{port}{path}", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -76,14 +76,14 @@ def users(cluster):
 
 
 def test_data_needs_the_secret_but_the_page_does_not(cluster):
-    for auth in (None, "Bearer not-the-secret-at-all", f"Basic {cluster.cfg.cluster.secret}"):
+    for auth in (None, "Bearer not-the-secret-at-all", f"Basic {cluster.secret}"):
         status, _, body = get(cluster, "/v1/ops", auth=auth)
         assert status == 401 and json.loads(body)["error"] == "unauthorized", (auth, status)
     status, headers, body = get(cluster, "/ops", auth=None)
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b"operator view" in body and b"/ops.js" in body
     assert "default-src 'self'" in headers["Content-Security-Policy"]
-    secret = cluster.cfg.cluster.secret.encode()
+    secret = cluster.secret.encode()
     for path in ("/ops.js", "/ops.css"):
         status, _, body = get(cluster, path, auth=None)
         assert status == 200 and secret not in body
