@@ -1,7 +1,8 @@
 """The admin endpoint: JSON over HTTP on center's ``admin_port`` (loopback by default).
 
-Every request carries ``Authorization: Bearer <cluster.secret>`` (compared in constant
-time). Operators (``zonechat admin``) and game backends use the same small API:
+Every request carries ``Authorization: Bearer <secret>``, the cluster secret
+(``cluster.secrets.cluster_secret``, compared in constant time). Operators (``zonechat
+admin``) and game backends use the same small API:
 
 =======================  =============================================  ==================
 POST path                JSON body                                      answer
@@ -11,6 +12,7 @@ POST path                JSON body                                      answer
 ``/v1/kick``             ``{user}``                                     ``{kicked: bool}``
 ``/v1/mute``             ``{user, seconds}`` (0 unmutes)                ``{until}``
 ``/v1/ban``              ``{user, reason}`` (empty reason unbans)       ``{banned: bool}``
+``/v1/revoke``           ``{user}``: its tokens stop working            ``{epoch, kicked}``
 ``/v1/room``             ``{room, slow?, dups?}`` (seconds, 0 = off; an omitted one stays)  ``{room, slow, dups}``
 ``/v1/token``            ``{user}``                                     ``{token, expires}``
 ``/v1/users``            ``{users: [name, ...]}`` token-only accounts    ``{created, existing}``
@@ -19,6 +21,17 @@ POST path                JSON body                                      answer
 ``/v1/stats`` (GET)      -                                              counters
 ``/v1/ops`` (GET)        -                                              the operator view's data
 =======================  =============================================  ==================
+
+Bodies are strict JSON objects: NaN, Infinity, numbers that overflow to infinity, nesting
+deeper than ``MAX_DEPTH``, integers past 64 bits, strings that are no UTF-8 and fields of
+the wrong type or range are ``400 {"error": "bad_request", "reason": ...}``. Every answer
+is JSON, errors included (an unexpected one is ``500 {"error": "internal"}``, logged).
+
+A ban, an unban and a revoke bump the user's token epoch (``ep`` in ``u:<name>``): every
+login token minted before is refused. A ban or unban answers 200 only once every zone
+has applied it, so every send a zone takes after the answer is checked against it;
+a zone that does not confirm within ``ZONE_WAIT`` makes it ``503 unavailable`` (the ban
+is stored and logins are refused already; retrying is safe).
 
 Every action is written to the log role as an ``admin`` audit record and kept among the
 last actions of the operator view. ``GET /ops`` (and its ``/ops.js``, ``/ops.css``) is
@@ -29,16 +42,30 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import math
 import time
 import uuid
 
+import gevent
+from gevent.event import AsyncResult
 from gevent.pywsgi import WSGIServer
 
-from cluster import convs, tokens
+from cluster import convs, secrets, tokens
 from cluster.codec import packb
+from cluster.convs import SYS
+from cluster.envelopes import Mod, Sync
+from dc.store import StoreUnavailable
+
+log = logging.getLogger("zonechat.center.admin")
 
 MAX_BODY = 256 * 1024
 MAX_USERS_PER_CALL = 5000
+MAX_DEPTH = 32               # nesting of a body's arrays and objects
+MAX_SECONDS = 10 * 365 * 86400   # a mute, slow mode or duplicate window
+MAX_REASON = 200             # characters of a ban reason
+ZONE_WAIT = 5.0              # seconds every zone has to confirm a ban
+INT64 = 2 ** 63
 
 
 class AdminError(Exception):
@@ -54,13 +81,72 @@ def need_user(args: dict, key: str = "user") -> str:
     return user
 
 
+def need_seconds(args: dict, key: str, default):
+    """``args[key]`` (or ``default``): a number of seconds, 0..MAX_SECONDS (no bool)."""
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
+        raise AdminError(400, "bad_request", f"'{key}' must be a number of seconds, 0..{MAX_SECONDS}")
+    return value
+
+
+def bad_json(reason: str):
+    raise AdminError(400, "bad_request", reason)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        bad_json(f"the number {text[:20]} is out of range")
+    return value
+
+
+def parse_body(raw: bytes) -> dict:
+    """A request body: one strict JSON object (see the module docstring), or AdminError."""
+    try:
+        args = json.loads(raw or b"{}", parse_float=_finite,
+                          parse_constant=lambda name: bad_json(f"{name} is not JSON"))
+    except RecursionError:
+        raise AdminError(400, "bad_request", f"the body is nested deeper than {MAX_DEPTH}") from None
+    except ValueError:
+        raise AdminError(400, "bad_request", "the body must be JSON (UTF-8)") from None
+    if not isinstance(args, dict):
+        raise AdminError(400, "bad_request", "the body must be a JSON object")
+    check_value(args)
+    return args
+
+
+def check_value(value) -> None:
+    """Depth at most MAX_DEPTH, integers in 64 bits, strings encodable (no lone surrogates):
+    what msgpack and Redis can carry. Iterative: a deep value cannot exhaust the stack."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                bad_json(f"the body is nested deeper than {MAX_DEPTH}")
+            children = item.items() if isinstance(item, dict) else ((None, v) for v in item)
+            for key, child in children:
+                if key is not None:
+                    todo.append((key, depth))
+                todo.append((child, depth + 1))
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                bad_json("a string of the body is not valid UTF-8")
+        elif isinstance(item, int) and not isinstance(item, bool) and not -INT64 <= item < INT64:
+            bad_json("an integer of the body does not fit in 64 bits")
+
+
 class AdminApi:
     def __init__(self, center):
         self.center = center
-        self.secret = center.config.cluster.secret.encode()
+        secret = secrets.cluster_secret(center.config)
+        self.secret = secret.encode()
+        self.token_key = secrets.token_key(secret)
         self.routes = {
             "/v1/broadcast": self.broadcast, "/v1/post": self.post, "/v1/kick": self.kick,
-            "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/room": self.room,
+            "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/revoke": self.revoke, "/v1/room": self.room,
             "/v1/token": self.token, "/v1/group": self.group, "/v1/stats": self.stats,
             "/v1/reload": self.reload, "/v1/users": self.users, "/v1/ops": self.ops,
         }
@@ -83,6 +169,12 @@ class AdminApi:
             status, payload = 200, self.handle(environ)
         except AdminError as exc:
             status, payload = exc.status, {"error": exc.code, "reason": exc.reason}
+        except StoreUnavailable as exc:
+            log.warning("admin %s: store unavailable: %s", environ.get("PATH_INFO"), exc)
+            status, payload = 503, {"error": "unavailable", "reason": "storage is unavailable; retry"}
+        except Exception:
+            log.exception("admin %s failed", environ.get("PATH_INFO"))
+            status, payload = 500, {"error": "internal", "reason": "the request failed; see center's log"}
         data = json.dumps(payload).encode()
         start_response(f"{status} {'OK' if status == 200 else 'Error'}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
@@ -91,7 +183,7 @@ class AdminApi:
     def handle(self, environ) -> dict:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if not hmac.compare_digest(auth.encode(), b"Bearer " + self.secret):
-            raise AdminError(401, "unauthorized", "send Authorization: Bearer <cluster.secret>")
+            raise AdminError(401, "unauthorized", "send Authorization: Bearer <the cluster secret>")
         route = self.routes.get(environ.get("PATH_INFO", ""))
         if route is None:
             raise AdminError(404, "not_found", "no such admin endpoint")
@@ -104,16 +196,13 @@ class AdminApi:
         return result
 
     def read_json(self, environ) -> dict:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        text = environ.get("CONTENT_LENGTH") or "0"
+        if not text.isascii() or not text.isdigit():
+            raise AdminError(400, "bad_request", "Content-Length must be a number of bytes")
+        length = int(text)
         if length > MAX_BODY:
             raise AdminError(413, "too_large", f"request body over {MAX_BODY} bytes")
-        try:
-            args = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        except ValueError:
-            raise AdminError(400, "bad_request", "the body must be JSON") from None
-        if not isinstance(args, dict):
-            raise AdminError(400, "bad_request", "the body must be a JSON object")
-        return args
+        return parse_body(environ["wsgi.input"].read(length))
 
     # -- actions --------------------------------------------------------------------------
     def broadcast(self, args) -> dict:
@@ -126,7 +215,10 @@ class AdminApi:
         conv, body = args.get("conv"), args.get("body")
         if not convs.valid(conv) or body is None:
             raise AdminError(400, "bad_request", "'conv' must be a conversation id and 'body' set")
-        cid = args.get("cid") or f"sys-{uuid.uuid4().hex}"
+        cid = args.get("cid")
+        if cid is not None and (isinstance(cid, bool) or not isinstance(cid, (str, int))):
+            raise AdminError(400, "bad_request", "'cid' must be a string")
+        cid = cid or f"sys-{uuid.uuid4().hex}"
         ack = self.center.post(conv, str(cid), packb(body))
         if ack.get("t") != "ack":
             raise AdminError(503 if ack.get("code") == "unavailable" else 400,
@@ -137,40 +229,72 @@ class AdminApi:
         return {"kicked": self.center.kick_user(need_user(args), "admin")}
 
     def mute(self, args) -> dict:
-        user, seconds = need_user(args), args.get("seconds", 600)
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise AdminError(400, "bad_request", "'seconds' must be a number >= 0")
+        user, seconds = need_user(args), need_seconds(args, "seconds", 600)
         until = int((time.time() + seconds) * 1000) if seconds else 0
         self.center.moderation.set_mute(user, until)
         self.center.tell_zones("mute", user, until)
         return {"user": user, "until": until}
 
     def ban(self, args) -> dict:
+        """Stored, tokens revoked, every zone told (and confirming), then the kick."""
         user, reason = need_user(args), args.get("reason", "banned by an operator")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise AdminError(400, "bad_request", f"'reason' must be a string of at most {MAX_REASON} characters")
         if not self.center.moderation.set_ban(user, reason or None):
             raise AdminError(404, "no_such_user", f"no user named {user}")
+        self.center.store.bump_epoch(user)
+        late = self.zones_apply("ban", user, reason)
         if reason:
             self.center.kick_user(user, "banned")
+        if late:
+            raise AdminError(503, "unavailable", f"{', '.join(late)} did not confirm within {ZONE_WAIT:g} s; "
+                             "the ban is stored and logins are refused; retry")
         return {"user": user, "banned": bool(reason)}
+
+    def revoke(self, args) -> dict:
+        """Every login token of ``user`` stops working; its session (if any) is kicked."""
+        user = need_user(args)
+        epoch = self.center.store.bump_epoch(user)
+        if epoch is None:
+            raise AdminError(404, "no_such_user", f"no user named {user}")
+        return {"user": user, "epoch": epoch, "kicked": self.center.kick_user(user, "admin")}
+
+    def zones_apply(self, what: str, key: str, value) -> list[str]:
+        """Tell every zone a moderation change and wait until each has applied it; the
+        zones that did not confirm within ZONE_WAIT. A zone applies a ``mod`` as it reads
+        it and answers a ``sync`` (of ``sys``, no messages) in its next tick; both go out in
+        one bus batch to that zone (same peer, same loop tick: together or not at all), so
+        the answer to the sync comes after the change is in."""
+        center, waits = self.center, []
+        try:
+            for zone in center.zones:
+                req = next(center._reqs)
+                waits.append((zone, req, center.waiting.setdefault(req, AsyncResult())))
+                center.bus.send(zone, Mod(what, key, value))
+                center.bus.send(zone, Sync(center.name, req, "system", SYS, 0, 0))
+            gevent.wait([result for _, _, result in waits], timeout=ZONE_WAIT)
+            return [zone for zone, _, result in waits if not result.ready()]
+        finally:
+            for _, req, _ in waits:
+                center.waiting.pop(req, None)
 
     def room(self, args) -> dict:
         room = args.get("room")
         if not isinstance(room, str) or not room.startswith("r:") or not convs.valid(room):
             raise AdminError(400, "bad_request", "'room' must be a room id (r:<name>)")
         current = self.center.moderation.room_modes().get(room, (0.0, 0.0))
-        slow, dups = args.get("slow", current[0]), args.get("dups", current[1])
-        if not all(isinstance(v, (int, float)) and v >= 0 for v in (slow, dups)):
-            raise AdminError(400, "bad_request", "'slow' and 'dups' are seconds >= 0")
+        slow, dups = need_seconds(args, "slow", current[0]), need_seconds(args, "dups", current[1])
         self.center.moderation.set_room_mode(room, float(slow), float(dups))
         self.center.tell_zones("room", room, [float(slow), float(dups)])
         return {"room": room, "slow": slow, "dups": dups}
 
     def token(self, args) -> dict:
         user = need_user(args)
-        if not self.center.store.existing_users([user]):
+        record = self.center.store.get_user(user)
+        if record is None:
             raise AdminError(404, "no_such_user", f"no user named {user}")
         ttl = self.center.config.login.token_ttl
-        token, expires = tokens.mint(self.center.config.cluster.secret, user, ttl)
+        token, expires = tokens.mint(self.token_key, user, tokens.epoch_of(record), ttl)
         return {"user": user, "token": token, "expires": expires}
 
     def group(self, args) -> dict:

@@ -1,7 +1,8 @@
 """``zonechat admin ...``: a thin client of center's admin endpoint (HTTP + JSON).
 
 The endpoint address comes from the config (the center node's host and admin_port) and
-every request carries ``Authorization: Bearer <cluster.secret>``.
+every request carries ``Authorization: Bearer <secret>``, the cluster secret as
+``cluster.secrets.cluster_secret`` finds it (``zonechat admin secret`` prints it).
 
 Answers are sentences with readable UTC times on a terminal (``alice muted until
 2026-12-02 21:30:05 UTC (in 10m)``) and the endpoint's JSON when stdout is a pipe or a
@@ -22,6 +23,7 @@ import urllib.request
 import click
 
 from cluster import config as config_mod
+from cluster import secrets
 from cluster.convs import SYS
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -100,6 +102,14 @@ def flat_lines(obj: dict, prefix: str = "") -> list[str]:
     return lines
 
 
+def secret_of(cfg) -> str:
+    """The cluster secret, or a one-line error naming where it should be."""
+    try:
+        return secrets.cluster_secret(cfg)
+    except secrets.SecretError as exc:
+        raise AdminFailed(str(exc)) from None
+
+
 def call(cfg, path: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
     center = cfg.nodes_of("center")[0]
     if not center.admin_port:
@@ -108,12 +118,15 @@ def call(cfg, path: str, payload: dict | None = None, timeout: float = 10.0) -> 
     url = f"http://{host}:{center.admin_port}{path}"
     data = None if payload is None else json.dumps(payload).encode()
     req = urllib.request.Request(url, data=data, headers={
-        "Authorization": f"Bearer {cfg.cluster.secret}", "Content-Type": "application/json"})
+        "Authorization": f"Bearer {secret_of(cfg)}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
         raise AdminFailed(f"{body.get('error', exc.code)}: {body.get('reason', '')}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise AdminFailed(f"cannot reach the admin endpoint at {url}: {exc}") from None
@@ -226,6 +239,23 @@ def ban(cfg, user, reason, as_json):
 def unban(cfg, user, as_json):
     """Let USER log in again."""
     show(call(cfg, "/v1/ban", {"user": user, "reason": ""}), as_json, lambda r: f"{user} unbanned")
+
+
+@admin.command()
+@click.argument("user")
+@output_option
+@click.pass_obj
+def revoke(cfg, user, as_json):
+    """Void every login token of USER (and kick its session): it logs in with its password."""
+    show(call(cfg, "/v1/revoke", {"user": user}), as_json,
+         lambda r: f"{user}'s tokens revoked" + (", session kicked" if r["kicked"] else ""))
+
+
+@admin.command()
+@click.pass_obj
+def secret(cfg):
+    """Print the cluster secret (the admin API's bearer; the /ops page asks for it)."""
+    click.echo(secret_of(cfg))
 
 
 def room_modes(result: dict) -> str:

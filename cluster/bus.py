@@ -8,6 +8,12 @@ end of the current loop tick as ONE ZeroMQ message, a msgpack array of the encod
 envelopes (zmq.green pays a hub switch per blocking call and libzmq real work per message
 part, so one send or one part per envelope would cap a role at a few 10k msgs/s).
 
+Authentication: every inbox is a CURVE server and every PUSH socket a CURVE client with
+the node's own key pair (cluster/keys.py); the inbox admits exactly the public keys of
+``keys/public.yaml`` (cluster/zap.py, answered in the hub), so a process that can reach a
+bus port but holds no node's secret key cannot hand a node an envelope. A refused peer is
+counted (``refused``) and logged.
+
 Bounds: each peer's pending batch holds at most ``hwm`` envelopes and each socket has
 the same ZeroMQ high-water mark. Past either bound the envelope is dropped and counted
 (``drops``): chat requests then time out at the gate as ``unavailable`` (nothing was
@@ -23,7 +29,7 @@ import msgpack
 import zmq as zmq_plain
 import zmq.green as zmq
 
-from cluster import envelopes
+from cluster import envelopes, keys, zap
 from cluster.codec import packb
 from cluster.envelopes import Malformed, Rec, Recs
 
@@ -34,8 +40,9 @@ LOG_FLUSH = 0.02           # seconds: records wait this long to travel in bigger
 
 
 class Bus:
-    def __init__(self, config, node_name: str, inline: bool = False):
+    def __init__(self, config, node_name: str, inline: bool = False, node_keys=None):
         self.config = config
+        self.keys = node_keys or keys.load(config, node_name)
         self.inline = inline
         self.name = node_name
         self.hwm = config.bus.hwm
@@ -53,6 +60,8 @@ class Bus:
         self._records_timer = None
         self._inbox = None
         self._inbox_ctx = None
+        self._auth = None
+        self._refusals = None
         self._watcher = None
         self._drain_again = None
         self._log_node = next(iter(n.name for n in config.nodes_of("log")), None)
@@ -75,9 +84,16 @@ class Bus:
         spec = self.config.node(self.name)
         if self.inline:
             self._inbox_ctx = zmq_plain.Context(1)
-        sock = (self._inbox_ctx or self.ctx).socket(zmq.PULL)
+        ctx = self._inbox_ctx or self.ctx
+        self._auth = zap.HubAuthenticator(ctx, self.keys.peers.values())
+        self._auth.start()                 # before the bind: no handshake goes unasked
+        sock = ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, self.hwm)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.curve_secretkey = self.keys.secret
+        sock.curve_publickey = self.keys.public
+        sock.curve_server = True
+        self._refusals = zap.Refusals(sock)
         sock.bind(spec.bus_addr)
         self._inbox = sock
         return spec.bus_addr
@@ -88,9 +104,17 @@ class Bus:
             sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.SNDHWM, self.hwm)
             sock.setsockopt(zmq.LINGER, 2000)
+            sock.curve_secretkey = self.keys.secret
+            sock.curve_publickey = self.keys.public
+            sock.curve_serverkey = self.keys.peer(peer)
             sock.connect(self.config.node(peer).bus_addr)
             self._peers[peer] = sock
         return sock
+
+    @property
+    def refused(self) -> int:
+        """Peers refused at the inbox's handshake (unknown key, or no CURVE at all)."""
+        return self._refusals.count if self._refusals is not None else 0
 
     # -- sending ----------------------------------------------------------------------
     def send(self, peer: str, env) -> None:
@@ -242,7 +266,11 @@ class Bus:
         for sock in self._peers.values():
             sock.close()
         self.unwatch()
+        if self._refusals is not None:
+            self._refusals.close(self._inbox)
         if self._inbox is not None:
             self._inbox.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         if self._inbox_ctx is not None:
             self._inbox_ctx.term()

@@ -127,10 +127,10 @@ class Child:
             log.close()
 
     def _ready_prober(self, popen) -> None:
-        """Set ``ready`` once the managed Redis answers PING; ends if the child exits
+        """Set ``ready`` once the managed Redis answers AUTH + PING; ends if the child exits
         (the supervisor stops a child that is not ready within ready_timeout)."""
-        host, port = self.spec.probe
-        if redis_server.wait_ready(host, port, math.inf, alive=lambda: popen.poll() is None) \
+        host, port, password = self.spec.probe
+        if redis_server.wait_ready(host, port, password, math.inf, alive=lambda: popen.poll() is None) \
                 and popen is self.popen:
             self.ready.set()
 

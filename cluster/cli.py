@@ -28,7 +28,7 @@ from importlib import metadata
 import click
 
 from cluster import config as config_mod
-from cluster import runstate
+from cluster import keys, provision, runstate, secrets
 from cluster.child import PROJECT_ROOT, child_env
 from cluster.redis_server import RedisServerError
 from cluster.supervisor import START_ORDER, Supervisor, SupervisorError, address_lines, build_tiers
@@ -108,17 +108,42 @@ def main() -> None:
 @host_option
 @click.option("--detach", is_flag=True, help="run the supervisor in the background; return once ready")
 def up(config_path: str, host: str | None, detach: bool) -> None:
-    """Start the cluster (foreground: Ctrl-C stops everything)."""
+    """Start the cluster (foreground: Ctrl-C stops everything). One host: the secret, the
+    nodes' keys and Redis's password are generated on first start; with --host they must
+    have been copied here (zonechat keys init)."""
     cfg = load_config(config_path)
     try:
+        provision.prepare(cfg, host, out=click.echo)
         if detach:
             build_tiers(cfg, host)          # a config that cannot run fails here, not in the background
             _up_detached(cfg, host)
             return
         code = Supervisor(cfg, host, out=click.echo).run()
-    except (SupervisorError, RedisServerError, runstate.AlreadyRunning) as exc:
+    except (SupervisorError, RedisServerError, runstate.AlreadyRunning, provision.ProvisionError,
+            secrets.SecretError, keys.KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+# -- keys -------------------------------------------------------------------------------
+@main.group("keys")
+def keys_group() -> None:
+    """The nodes' CURVE keys, the cluster secret and Redis's password (docs/security.md)."""
+
+
+@keys_group.command("init")
+@config_option
+def keys_init(config_path: str) -> None:
+    """Generate what is missing under <data_dir> (never overwrites): a key pair per node,
+    keys/public.yaml, the secret file and keys/redis.pass. Copy them to the other hosts."""
+    cfg = load_config(config_path)
+    try:
+        made = provision.make_all(cfg)
+    except (OSError, keys.KeyFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in made:
+        click.echo(f"generated {item}")
+    click.echo(f"keys in {keys.keys_dir(cfg)}" + ("" if made else " (nothing was missing)"))
 
 
 def _up_detached(cfg, host: str | None) -> None:

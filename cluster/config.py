@@ -25,8 +25,11 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ClusterConf:
+    """``secret``/``secret_file``: where the cluster secret is when $ZONECHAT_SECRET is not
+    set (cluster/secrets.py); none is shipped, the first ``zonechat up`` generates the file."""
     name: str = "zonechat"
-    secret: str = "zonechat-dev-secret-change-me"
+    secret: str | None = None
+    secret_file: str | None = None        # default <data_dir>/secret
     data_dir: str = "data"
 
 
@@ -62,6 +65,12 @@ class GateConf:
     request_timeout: float = 5
     failed_logins: int = 10
     ws_origins: list = field(default_factory=list)
+    max_connections_per_ip: int = 1000   # TCP + WebSocket connections from one address
+    register_per_connection: int = 3     # register requests per connection per limit_window
+    register_per_ip: int = 20            # ... per client address per limit_window
+    failed_logins_per_ip: int = 50       # auth_failed answers per address per limit_window
+    limit_window: float = 60             # seconds: the window of the limits above
+    max_rooms: int = 100                 # rooms joined at once, per session
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class LoginConf:
     token_ttl: int = 86400
     failed_logins: int = 10
     failed_window: int = 60
+    hash_threads: int = 2       # argon2 computations at once (login/hashing.py)
+    hash_queue: int = 32        # logins/registers waiting for one; past it: unavailable
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class ChatConf:
     room_history: int = 1000
     join_recent: int = 50
     dedup_ttl: int = 86400
+    group_max_members: int = 500     # a group's members, its owner included
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,9 @@ class ZoneConf:
     block_cache: int = 100000    # users' block lists
     dup_memory: int = 100000     # slow mode's (room, user) last sends; and, as many again,
                                  # duplicate suppression's (room, user, body) entries
+    group_work: int = 2000       # group work per tick: one per change plus one per name it
+                                 # names; the rest waits (zone/groups.py GroupWork)
+    group_queue: int = 1000      # group changes waiting for a tick; past it: unavailable
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,7 @@ class Config:
 
     @property
     def redis_url(self) -> str:
+        """Where Redis is, without credentials (our clients use cluster.secrets.redis_url)."""
         if self.redis.url and not self.redis.managed:
             return self.redis.url
         return f"redis://{self.redis.host}:{self.redis.port}/0"
@@ -260,8 +276,15 @@ def _validate(cfg: Config) -> None:
     for key in ("group_cache", "block_cache", "dup_memory"):
         if getattr(cfg.zone, key) < 1:
             raise ConfigError("must be at least 1", f"zone.{key}")
-    if len(cfg.cluster.secret) < 16:
-        raise ConfigError("must be at least 16 characters", "cluster.secret")
+    for key in ("hash_threads", "hash_queue"):
+        if getattr(cfg.login, key) < 1:
+            raise ConfigError("must be at least 1", f"login.{key}")
+    if cfg.cluster.secret is not None:
+        from cluster import secrets          # config stays importable on its own
+        try:
+            secrets.check(cfg.cluster.secret, "cluster.secret")
+        except secrets.SecretError as exc:
+            raise ConfigError(str(exc).split(": ", 1)[1], "cluster.secret") from None
 
 
 def from_dict(raw: dict, path: str = "") -> Config:

@@ -23,6 +23,8 @@ from gevent.pool import Group
 from cluster import config as config_mod
 from cluster.bus import Bus
 from cluster.envelopes import Rep
+from cluster.keys import KeyFileError
+from cluster.secrets import SecretError
 
 # Cyclic GC: young collections every 10,000 net allocations instead of 700 (a hot role
 # allocates per message and frees nearly all of it by refcount; a native profile of a
@@ -121,7 +123,11 @@ def main(role: str, factory, argv=None) -> None:
     if spec.role != role:
         print(f"{role}: node {spec.name} has role {spec.role}, not {role}", file=sys.stderr)
         sys.exit(2)
-    node = factory(cfg, spec)
+    try:
+        node = factory(cfg, spec)
+    except (KeyFileError, SecretError) as exc:
+        print(f"{role}: {exc}", file=sys.stderr)
+        sys.exit(2)
     addr = node.start()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

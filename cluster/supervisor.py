@@ -29,7 +29,7 @@ import gevent.pool
 from gevent import subprocess
 from gevent.event import Event
 
-from cluster import redis_server, runstate
+from cluster import redis_server, runstate, secrets
 from cluster.child import Child
 
 START_ORDER = ("redis", "dc", "log", "login", "zone", "center", "gate")
@@ -77,7 +77,7 @@ class ProcSpec:
     role: str
     argv: tuple
     ready_prefix: str | None = None         # a stdout line starting with this = ready
-    probe: tuple | None = None              # (host, port) answering Redis PING = ready
+    probe: tuple | None = None              # (host, port, password): AUTH + PING = ready
 
 
 def build_tiers(cfg, host: str | None = None, python: str = sys.executable) -> list[list[ProcSpec]]:
@@ -100,7 +100,8 @@ def _redis_tier(cfg, host: str | None) -> list[ProcSpec]:
     rc = cfg.redis
     if not rc.managed or (host is not None and rc.host != host):
         return []
-    return [ProcSpec("redis", "redis", tuple(redis_server.command(cfg)), probe=(rc.host, rc.port))]
+    probe = (rc.host, rc.port, secrets.redis_password(cfg, required=False))
+    return [ProcSpec("redis", "redis", tuple(redis_server.command(cfg)), probe=probe)]
 
 
 def _node_spec(cfg, node, python: str) -> ProcSpec:
@@ -231,9 +232,9 @@ class Supervisor:
     def _spawn(self, child: Child) -> bool:
         if self.stopping.is_set():
             return False
-        if child.spec.probe and redis_server.ping(*child.spec.probe):
-            self.out("{} cannot start: something already answers on {}:{}; stop it or change "
-                     "redis.port".format(child.spec.name, *child.spec.probe))
+        if child.spec.probe and redis_server.occupied(*child.spec.probe[:2]):
+            self.out("{} cannot start: something already listens on {}:{}; stop it or change "
+                     "redis.port".format(child.spec.name, *child.spec.probe[:2]))
             return False
         try:
             child.spawn()

@@ -17,6 +17,7 @@ import msgpack
 import redis
 from redis import Redis
 
+from cluster import secrets
 from dc import keys
 
 MAX_HISTORY_BYTES = 1024 * 1024 - 4096     # a history frame stays under 1 MiB
@@ -92,7 +93,7 @@ class Store:
 
     @classmethod
     def from_config(cls, cfg, max_connections: int = 32) -> "Store":
-        return cls(cfg.redis_url, dedup_ttl=cfg.chat.dedup_ttl, max_connections=max_connections)
+        return cls(secrets.redis_url(cfg), dedup_ttl=cfg.chat.dedup_ttl, max_connections=max_connections)
 
     @property
     def link(self) -> RedisLink:
@@ -286,6 +287,25 @@ class Store:
         for (conv, after, _), (records, _last) in zip(wanted, self.history_many(wanted, max_bytes=None)):
             replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(records))
         return last, replay
+
+    # -- login attempts and token epochs (issue 11) -----------------------------------
+    def forget_failed_login(self, name: str) -> None:
+        """Take back one ``count_failed_login`` (login counts an attempt before checking it;
+        a success is no failure). Only while the window's key lives: a DECR after it
+        expired would leave a -1 without expiry, one extra attempt forever."""
+        script = self._link.script(
+            "local n = tonumber(redis.call('GET', KEYS[1]) or '0') "
+            "if n > 0 then return redis.call('DECR', KEYS[1]) end return 0")
+        self._link.eval(script, [keys.failed_logins(name)], [])
+
+    def bump_epoch(self, name: str) -> int | None:
+        """Add 1 to the user's token epoch (``ep`` in ``u:<name>``): every token minted
+        before is refused. The new epoch; None when the user does not exist (nothing made)."""
+        script = self._link.script(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return false end "
+            "return redis.call('HINCRBY', KEYS[1], 'ep', 1)")
+        got = self._link.eval(script, [keys.user(name)], [])
+        return None if got is None else int(got)
 
 
 def _bounded(records, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[bytes]:

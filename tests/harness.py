@@ -19,7 +19,7 @@ import time
 import yaml
 
 from cluster import config as config_mod
-from cluster import runstate
+from cluster import runstate, secrets
 from cluster.child import die_with_parent
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +121,6 @@ class RunningCluster:
         self.ws_addrs = {g.name: (g.host, g.ws_port) for g in gates}
         center = self.cfg.nodes_of("center")[0]
         self.admin_addr = (center.admin_host, center.admin_port)
-        self.redis_url = self.cfg.redis_url
         self.state_path = runstate.state_path(self.data_dir)
         self.proc = None
         self._seen: dict = {}      # pid -> create_time of every process this cluster ran
@@ -177,7 +176,16 @@ class RunningCluster:
     @property
     def secret(self) -> str:
         """The cluster secret (the admin API's bearer), found the way every command finds it."""
-        return self.cfg.cluster.secret
+        return secrets.cluster_secret(self.cfg)
+
+    @property
+    def redis_url(self) -> str:
+        """The managed Redis's URL with its generated password (made by the first ``up``)."""
+        return secrets.redis_url(self.cfg)
+
+    @property
+    def redis_password(self) -> str | None:
+        return secrets.redis_password(self.cfg)
 
     def state(self) -> dict | None:
         """The supervisor's state file (see cluster/runstate.py), None when absent."""

@@ -59,7 +59,7 @@ def test_wrong_secret_is_401_and_nothing_happens(cluster, clients):
     assert http(cluster, "/v1/kick", {"user": "no spaces"})[0] == 400
     # the CLI with another secret is refused too
     raw = yaml.safe_load(open(cluster.config_path))
-    raw.setdefault("cluster", {})["secret"] = "another-secret-of-16+"
+    raw.setdefault("cluster", {})["secret"] = "another-secret-of-at-least-32-characters"
     other = cluster.config_path.replace("config.yaml", "wrong-secret.yaml")
     with open(other, "w") as fh:
         yaml.safe_dump(raw, fh)

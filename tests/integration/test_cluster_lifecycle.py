@@ -48,7 +48,7 @@ def test_detach_status_restart_down(start_cluster):
     assert out.returncode == 0 and "cluster stopped" in out.stdout, out.stdout + out.stderr
     assert all_gone(seen), "down returned while processes still ran"
     assert runstate.read(c.state_path) is None
-    assert not redis_server.ping("127.0.0.1", c.cfg.redis.port)
+    assert not redis_server.occupied("127.0.0.1", c.cfg.redis.port)
     out = zonechat("status", config=c.config_path)
     assert out.returncode == 1 and "not running" in out.stdout
 
@@ -64,7 +64,7 @@ def test_restart_helper_and_redis_restart(cluster):
     assert node["state"] == "running" and node["restarts"] >= 1
     old = cluster.kill("redis")
     assert cluster.wait_ready("redis", old_pid=old)["restarts"] >= 1
-    assert redis_server.ping("127.0.0.1", cluster.cfg.redis.port)
+    assert redis_server.ping("127.0.0.1", cluster.cfg.redis.port, cluster.redis_password)
 
 
 def test_foreground_up_stops_everything_on_sigint(start_cluster):
@@ -125,6 +125,12 @@ def test_up_with_host_starts_that_hosts_share(tmp_path):
         yaml.safe_dump(raw, fh)
     c = RunningCluster(path)
     try:
+        # a host makes no keys of its own (every host must share them): refused, naming them
+        out = zonechat("up", "--detach", "--host", "127.0.0.2", config=path, timeout=90)
+        assert out.returncode != 0 and "keys/public.yaml" in out.stderr and "gate2.key_secret" in out.stderr
+        assert "zone1.key_secret" not in out.stderr and runstate.read(runstate.state_path(c.data_dir, "127.0.0.2")) is None
+        out = zonechat("keys", "init", config=path)
+        assert out.returncode == 0 and "generated key pair of node gate2" in out.stdout, out.stdout + out.stderr
         for host, expected in (("127.0.0.1", [n for n in ALL if n != "gate2"]), ("127.0.0.2", ["gate2"])):
             out = zonechat("up", "--detach", "--host", host, config=path, timeout=90)
             assert out.returncode == 0, out.stdout + out.stderr

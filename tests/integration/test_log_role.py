@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from cluster import config as config_mod
+from cluster import keys
 from log import logfile
 from log import tail as logtail
 from cluster.bus import Bus
@@ -32,6 +33,7 @@ def write_config(tmp_path, rotate_bytes=1 << 20, keep_files=20, queue_max=100000
            "log": {"rotate_bytes": rotate_bytes, "keep_files": keep_files, "queue_max": queue_max}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
+    keys.init(config_mod.load(str(path)))      # the bus is CURVE: every node needs its key
     return str(path)
 
 

@@ -122,6 +122,8 @@ def test_nodes_are_required():
     ({"redis": {"managed": False}}, "redis.url"),
     ({"chat": {"slots": 0}}, "chat.slots"),
     ({"cluster": {"secret": "short"}}, "cluster.secret"),
+    ({"cluster": {"secret": "x" * 31}}, "cluster.secret"),
+    ({"cluster": {"secret": "zonechat-dev-secret-change-me"}}, "cluster.secret"),   # once shipped
 ])
 def test_semantic_errors_name_the_path(sections, path):
     assert error_of(raw(**sections)).path == path

@@ -106,13 +106,14 @@ def test_managed_redis_command():
     redis = build_tiers(cfg, python="/py")[0][0]
     argv = list(redis.argv)
     assert os.access(argv[0], os.X_OK)
-    opts = dict(zip(argv[1::2], argv[2::2]))
+    assert argv[1] == os.path.join(cfg.data_dir, "keys", "redis.conf")   # the password file
+    opts = dict(zip(argv[2::2], argv[3::2]))
     assert opts["--port"] == "7400" and opts["--bind"] == "10.0.0.1"
     assert opts["--appendonly"] == "yes" and opts["--appendfsync"] == "always"
     assert opts["--daemonize"] == "no" and opts["--save"] == ""
     assert opts["--auto-aof-rewrite-min-size"] == "1024mb" and opts["--auto-aof-rewrite-percentage"] == "100"
     assert opts["--dir"] == os.path.join(cfg.data_dir, "redis")
-    assert redis.probe == ("10.0.0.1", 7400)
+    assert redis.probe == ("10.0.0.1", 7400, None)        # no password file made yet
 
 
 def test_redis_binary_is_found_without_setup():

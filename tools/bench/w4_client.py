@@ -15,7 +15,7 @@ import gevent
 from gevent import socket as gsocket
 from gevent.pool import Pool
 
-from cluster import config as config_mod, tokens
+from cluster import config as config_mod, secrets, tokens
 from cluster.codec import encode_frame
 from tools.bench.common import login_lean
 
@@ -23,7 +23,7 @@ from tools.bench.common import login_lean
 def open_session(cfg, addr, src, name, attempts: int = 40):
     """Connect and log in; a connection the gate closed (its 10 s log-in deadline passed
     while login was busy) is opened again, as a game client would."""
-    token = tokens.mint(cfg.cluster.secret, name, 86400)[0]
+    token = tokens.mint(secrets.cluster_secret(cfg), name, 86400)[0]
     for attempt in range(attempts):
         sock = gsocket.socket()
         try:

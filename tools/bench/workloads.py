@@ -14,7 +14,7 @@ import gevent
 from gevent import socket as gsocket
 from gevent.pool import Pool
 
-from cluster import convs
+from cluster import convs, secrets
 from cluster.codec import FrameReader, encode_frame, unpackb
 from tools.bench import common
 from tools.bench.runner import _print_median, _with_cluster
@@ -155,7 +155,7 @@ def admin_post(cfg, path: str, payload: dict) -> dict:
     center = cfg.nodes_of("center")[0]
     req = urllib.request.Request(f"http://{center.admin_host}:{center.admin_port}{path}",
                                  data=json.dumps(payload).encode(),
-                                 headers={"Authorization": f"Bearer {cfg.cluster.secret}"})
+                                 headers={"Authorization": f"Bearer {secrets.cluster_secret(cfg)}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
