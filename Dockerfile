@@ -8,8 +8,8 @@
 #       -v zonechat-data:/var/lib/zonechat \
 #       -v "$PWD/config.yaml:/etc/zonechat/config.yaml:ro" zonechat
 #
-# The built-in config is docs/deploy/config.docker.yaml; mount your own (with your own
-# cluster.secret) over /etc/zonechat/config.yaml. See "Containers and systemd" in
+# The built-in config is docs/deploy/config.docker.yaml (no secret in it: the first start
+# generates one in the volume); mount your own over /etc/zonechat/config.yaml. See "Containers and systemd" in
 # docs/operations.md. Checked with hadolint 2.15; not built in this repository's CI (no
 # Docker daemon there).
 

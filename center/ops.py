@@ -1,6 +1,6 @@
 """The operator view on center's admin port: ``GET /ops`` (a page) and ``GET /v1/ops`` (data).
 
-Every gate, zone and dc sends center a ``stats`` envelope once a second
+Every gate, zone, dc and login node sends center a ``stats`` envelope once a second
 (``cluster/stats.py``). Center keeps the latest report per configured node (one each:
 reports from names not in the config are ignored) and computes per-second rates from two
 successive reports of a node, by the node's own clock: ``in_per_s``/``out_per_s`` (client
@@ -8,7 +8,7 @@ frames through a gate) and ``stored_per_s`` (messages a zone stored). It also ke
 last ``ACTIONS_KEPT`` admin actions (what the audit log records, newest first).
 
 The page files (``center/static/``) hold no data and are served without the secret; the
-page asks for ``cluster.secret``, keeps it in the tab's ``sessionStorage`` and polls
+page asks for the cluster secret, keeps it in the tab's ``sessionStorage`` and polls
 ``/v1/ops`` every second with ``Authorization: Bearer``, like any admin request.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cluster import pages
 ACTIONS_KEPT = 50
 ARGS_SHOWN = 200             # characters of an action's JSON arguments kept for the view
 STALE_AFTER = 3.0            # seconds without a report: the node is shown as stale
-ROLES = ("gate", "zone", "dc")
+ROLES = ("gate", "zone", "dc", "login")     # login: answers by kind, its hash pool (login/node.py)
 RATES = {"frames_in": "in_per_s", "frames_out": "out_per_s", "stored": "stored_per_s"}
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 PAGES = {

@@ -1,4 +1,4 @@
-// The operator view: asks for cluster.secret (kept in this tab's sessionStorage), then
+// The operator view: asks for the cluster secret (kept in this tab's sessionStorage), then
 // polls GET /v1/ops once a second with Authorization: Bearer and draws what it answers.
 // Every value goes into the page as text (textContent), never as HTML.
 
@@ -119,7 +119,7 @@ function showAuth(message) {
 function refused() {
   generation += 1;
   sessionStorage.removeItem(KEY);
-  showAuth("The admin secret was refused (401 unauthorized). Enter cluster.secret again.");
+  showAuth("The admin secret was refused (401 unauthorized). Enter the cluster secret again (zonechat admin secret prints it).");
 }
 
 async function poll(gen) {
