@@ -30,6 +30,11 @@ kind       fields
 other      stored as they came
 =========  =========================================================
 
+The files hold every client frame (secrets redacted, bodies not) and every admin action:
+they are the operator's alone. The directory is made (and kept) mode 0700 and every file
+is created 0600 (``os.open`` with the mode, not the umask's default); a file left by an
+earlier release with wider bits is narrowed to 0600 when the writer continues it.
+
 The length prefix and CRC make a torn write visible: a reader stops a file at the first
 record that is short, too long or fails its CRC (the tail of a file the writer is still
 appending to, or one cut by a crash) and goes on with the next file. On open the writer
@@ -49,6 +54,8 @@ MAGIC = b"ZCLOG1\n\0"
 MAX_RECORD = 8 * 1024 * 1024        # a longer length prefix is corruption, not a record
 FILE_RE = re.compile(r"^traffic-(\d{8,})\.log$")
 _HEAD = struct.Struct(">II")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 class Record(NamedTuple):
@@ -109,13 +116,15 @@ class LogWriter:
 
     def open(self) -> None:
         """Continue the newest file (after cutting a torn tail) or start a new one."""
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
+        os.chmod(self.directory, DIR_MODE)          # one made before this release, too
         files = list_files(self.directory)
         if files:
             number, path = files[-1]
             end = valid_end(path)
             if end is not None and end < self.rotate_bytes:
                 self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                os.fchmod(self._fd, FILE_MODE)
                 os.ftruncate(self._fd, end)
                 self.number, self.size = number, end
                 return
@@ -123,7 +132,7 @@ class LogWriter:
 
     def _start(self, number: int) -> None:
         self.number, self._torn = number, False
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
         try:
             self._append(MAGIC)

@@ -1,8 +1,15 @@
-"""Moderation a zone enforces: mutes, room slow mode, duplicate suppression.
+"""Moderation a zone enforces: bans, mutes, room slow mode, duplicate suppression.
 
 State lives in Redis (``dc.keys.MUTES``, ``ROOM_MODES``) and is loaded at start; center
 pushes every change to every zone as a ``mod`` envelope, so a change holds on every zone
 within a tick. Slow mode and duplicate suppression are off until an operator sets them.
+
+A ban reaches the zones as a ``mod`` envelope too, and center's admin API answers the
+ban only once every zone has it (``center/admin.py``): from then on the banned user's
+sends are refused here (``banned``) even if they reach a zone before the kick closes the
+session. ``bans`` keeps the last ``BANS_KEPT`` bans pushed since the zone started, oldest
+out: it covers the moments between a ban and its kick; after them a banned user has no
+session (logins are refused from Redis), so a restarted zone starts with none.
 
 Three bounded caches (``cluster.lru.LruDict``, least recently used out; sizes from the
 ``zone`` config section):
@@ -25,6 +32,7 @@ from cluster.lru import LruDict
 from dc.store import ModerationStore
 from cluster.replies import Refused
 
+BANS_KEPT = 10000
 
 class Moderation:
     def __init__(self, store, block_cache: int = ZoneConf.block_cache,
@@ -35,6 +43,7 @@ class Moderation:
         self.last_sent = LruDict(dup_memory)           # (room, user) -> ms of the last send
         self.recent = LruDict(dup_memory)              # (room, user, body) -> ms
         self.blocks = LruDict(block_cache)             # user -> set of users they block
+        self.bans = LruDict(BANS_KEPT)                 # user -> ban reason, as pushed by center
 
     def on_change(self, env) -> None:
         what, key, value = env      # a Mod envelope
@@ -47,6 +56,11 @@ class Moderation:
             other, on = value
             if key in self.blocks:
                 (self.blocks[key].add if on else self.blocks[key].discard)(other)
+        elif what == "ban":
+            if value:
+                self.bans[key] = value
+            else:
+                self.bans.pop(key, None)
         elif what == "room":
             if value and any(value):
                 self.rooms[key] = tuple(value)
@@ -54,6 +68,9 @@ class Moderation:
                 self.rooms.pop(key, None)
 
     def check_muted(self, user: str, now_ms: int) -> None:
+        """A banned or muted sender is refused (the send checks' step 7)."""
+        if user in self.bans:
+            raise Refused("banned", "this account is banned")
         until = self.mutes.get(user)
         if until and until > now_ms:
             raise Refused("muted", "you are muted", until=until)

@@ -48,13 +48,14 @@ def test_reassign_moves_only_the_dead_zones_slots():
 
 
 def test_token_roundtrip_and_refusals():
-    secret = "s" * 32
-    token, expires = tokens.mint(secret, "al.ice", ttl=60, now=1000.0)
+    """The v2 format (derived key, epoch) in detail: tests/unit/test_tokens_v2.py."""
+    key = b"k" * 32
+    token, expires = tokens.mint(key, "al.ice", 0, ttl=60, now=1000.0)
     assert expires == 1060000
-    assert tokens.verify(secret, token, "al.ice", now=1001.0) is None
-    assert tokens.verify(secret, token, "bob", now=1001.0) == "token is for another user"
-    assert tokens.verify(secret, token, "al.ice", now=2000.0) == "token expired"
-    assert tokens.verify("t" * 32, token, "al.ice", now=1001.0) == "bad token signature"
+    assert tokens.verify(key, token, "al.ice", 0, now=1001.0) is None
+    assert tokens.verify(key, token, "bob", 0, now=1001.0) == "token is for another user"
+    assert tokens.verify(key, token, "al.ice", 0, now=2000.0) == "token expired"
+    assert tokens.verify(b"t" * 32, token, "al.ice", 0, now=1001.0) == "bad token signature"
     forged = token.replace(str(expires), str(expires + 1))
-    assert tokens.verify(secret, forged, "al.ice", now=1001.0) == "bad token signature"
-    assert tokens.verify(secret, "garbage", "al.ice") == "malformed token"
+    assert tokens.verify(key, forged, "al.ice", 0, now=1001.0) == "bad token signature"
+    assert tokens.verify(key, "garbage", "al.ice", 0) == "malformed token"

@@ -22,7 +22,7 @@ import time
 import psutil
 import yaml
 
-from cluster import config as config_mod, runstate, secrets, tokens
+from cluster import config as config_mod, runstate, tokens
 from cluster.codec import FrameReader, encode_frame, unpackb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -151,7 +151,7 @@ def provision(cfg, names: list[str]) -> dict:
     for i in range(0, len(names), 1000):
         store.create_users(names[i:i + 1000], pwhash)
     store.close()
-    return {n: tokens.mint(secrets.cluster_secret(cfg), n, 86400)[0] for n in names}
+    return {n: tokens.mint(tokens.key_of(cfg), n, 0, 86400)[0] for n in names}
 
 
 def pin_generator() -> None:
