@@ -26,9 +26,12 @@ HELP = """\
 ERROR_TEXT = {              # only when the server gave no reason (or the error is ours)
     "rate_limited": "rate limited: you are sending too fast, wait a moment",
     "muted": "you are muted here",
+    "banned": "this account is banned",
+    "too_many_rooms": "you are in too many rooms: /leave one first",
+    "too_many_connections": "too many connections from your address: try again later",
     "not_member": "you are not a member of this conversation (rooms: /join first)",
     "bad_conv": "no such conversation (or no such user)",
-    "too_large": "message too large",
+    "too_large": "too large (a message, or a group past its member limit)",
     "unavailable": "the server could not store it: try again",
     "auth_failed": "wrong user or password",
     "user_exists": "that user exists already",
