@@ -77,8 +77,10 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 7700, *, timeout: float = 5.0,
                  reconnect: bool = False, auto_recv: bool = False, catch_up: bool = True,
                  on_push=None, push_queue: int | None = 10000, ping_interval: float | None = 20.0,
-                 backoff: tuple[float, float] = (0.1, 5.0), on_connection=None):
+                 backoff: tuple[float, float] = (0.1, 5.0), on_connection=None,
+                 source: str | None = None):
         self.addr = (host, port)
+        self.source = source            # local address to connect from (load tools spread theirs)
         self.timeout, self.reconnect, self.auto_recv, self.catch_up = timeout, reconnect, auto_recv, catch_up
         self.on_push, self.ping_interval, self.backoff = on_push, ping_interval, backoff
         self.on_connection = on_connection
@@ -124,7 +126,7 @@ class Client:
         return self._conn is not None
 
     def _open(self) -> None:
-        self._conn = Connection(self.addr, self.timeout, self.counters, self._spawn,
+        self._conn = Connection(self.addr, self.timeout, self.counters, self._spawn, self.source,
                                 self._dispatch, self._flush_recv, self._lost).open()
 
     def _spawn(self, fn, *args):

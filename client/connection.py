@@ -51,9 +51,10 @@ class ConnectionLost(ClientError):
 
 
 class Connection:
-    def __init__(self, addr: tuple[str, int], timeout: float, counters: dict, spawn,
+    def __init__(self, addr: tuple[str, int], timeout: float, counters: dict, spawn, source,
                  on_body, on_read, on_lost):
         self.addr, self.timeout, self.counters, self.spawn = addr, timeout, counters, spawn
+        self.source = None if source is None else (source, 0)
         self.on_body, self.on_read, self.on_lost = on_body, on_read, on_lost
         self.alive = False
         self._sock = None
@@ -64,7 +65,7 @@ class Connection:
 
     def open(self) -> "Connection":
         try:
-            sock = socket.create_connection(self.addr, timeout=self.timeout)
+            sock = socket.create_connection(self.addr, timeout=self.timeout, source_address=self.source)
         except OSError as exc:
             raise ClientError("connect_failed", f"{self.addr[0]}:{self.addr[1]}: {exc}") from exc
         sock.settimeout(None)

@@ -39,10 +39,11 @@ NODES = {
 TEST_DEFAULTS = {
     "cluster": {"data_dir": "data"},
     "redis": {"managed": True, "host": "127.0.0.1", "appendfsync": "everysec"},
-    "login": {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1},
+    # cheap hashes, so a test's burst of 100 parallel registers fits the hash queue
+    "login": {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1, "hash_queue": 1000},
     # every test client comes from 127.0.0.1: the per-address limits would count a whole
     # module's users as one abuser (tests/integration/test_gate_abuse.py sets its own)
-    "gate": {"register_per_ip": 100000, "failed_logins_per_ip": 100000},
+    "gate": {"register_per_ip": 100000, "failed_logins_per_ip": 100000, "max_connections_per_ip": 100000},
     "supervisor": {"graceful_timeout": 5, "ready_timeout": 30, "restart_attempts": 5,
                    "restart_window": 60, "retry_in": 5},
 }

@@ -61,10 +61,11 @@ def fire_call(fire, kind: str, name: str, started: float, code: str | None = Non
 class LoadClient:
     """One session of a load user; a closed LoadClient is not reused (make a new one)."""
 
-    def __init__(self, addr: tuple[str, int], fire, check: SeqCheck, bases: dict | None = None):
+    def __init__(self, addr: tuple[str, int], fire, check: SeqCheck, bases: dict | None = None,
+                 source: str | None = None):
         self.fire, self.check, self.bases = fire, check, dict(bases or {})
         self.client = Client(addr[0], addr[1], timeout=TIMEOUT, auto_recv=True,
-                             on_push=self._on_push, ping_interval=20.0)
+                             on_push=self._on_push, ping_interval=20.0, source=source)
         self.since_ns = 0
         self.user, self.opened = "", False        # logged in as, a session open counted
         self.error, self.retry_ms = "", None      # of a failed login
@@ -225,12 +226,12 @@ def mint_token(cfg, user: str) -> str | None:
     return None
 
 
-def register(addr: tuple[str, int], user: str) -> None:
+def register(addr: tuple[str, int], user: str, source: str | None = None) -> None:
     """Register ``user`` with the load password (``user_exists`` is fine). What the server
     asks to retry (a busy login role, a connection the gate closed at its login timeout
     while the password was hashed) is tried again, TRIES times in all."""
     for attempt in range(TRIES):
-        client = Client(addr[0], addr[1], timeout=TIMEOUT, ping_interval=None)
+        client = Client(addr[0], addr[1], timeout=TIMEOUT, ping_interval=None, source=source)
         try:
             client.connect()
             client.register(user, PASSWORD)
@@ -246,11 +247,11 @@ def register(addr: tuple[str, int], user: str) -> None:
         backoff(attempt, retry_ms)
 
 
-def ensure_user(cfg, addr: tuple[str, int], user: str) -> str:
+def ensure_user(cfg, addr: tuple[str, int], user: str, source: str | None = None) -> str:
     """The user's token, registering it once first if it does not exist yet."""
     token = mint_token(cfg, user)
     if token is None:
-        register(addr, user)
+        register(addr, user, source)
         token = mint_token(cfg, user)
     if token is None:
         raise RuntimeError(f"{user} still does not exist after register")

@@ -44,6 +44,7 @@ from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 from cluster import admin, convs
+from tools.bench import sources
 from tools.load import locust_client
 from tools.load.conductor import Conductor, Plan, make_plan
 from tools.load.report import USER_IN, USER_OUT
@@ -161,7 +162,7 @@ class ZonechatUser(User):
         self.pacer = Pacer(PLAN.interval, int(PLAN.max_seconds / PLAN.interval) + 1)
         started = time.perf_counter()
         try:
-            self.token = locust_client.ensure_user(PLAN.cfg, self.addr, self.user)
+            self.token = locust_client.ensure_user(PLAN.cfg, self.addr, self.user, self.source)
         except (admin.AdminFailed, locust_client.ClientError, RuntimeError) as exc:
             locust_client.fire_call(self.environment.events.request.fire, "admin", "token", started, str(exc)[:80])
             raise StopUser() from None
@@ -175,11 +176,19 @@ class ZonechatUser(User):
     def addr(self) -> tuple[str, int]:
         return PLAN.addrs[self.k % len(PLAN.addrs)]
 
+    @property
+    def source(self) -> str:
+        """The loopback address this user connects from: a gate takes at most
+        gate.max_connections_per_ip from one address, so load users of a gate on this
+        machine spread over 127.0.0.2... (None, the system's choice, for a remote gate)."""
+        return sources.source(self.k) if self.addr[0].startswith("127.") else None
+
     def open_session(self, name: str) -> locust_client.LoadClient:
         """Log in by token; a busy cluster (``unavailable``...) is asked again, as a game would."""
         bases = {self.conv: 0} if convs.is_durable(self.conv) else {}
         for attempt in range(locust_client.TRIES):
-            conn = locust_client.LoadClient(self.addr, self.environment.events.request.fire, self.check, bases)
+            conn = locust_client.LoadClient(self.addr, self.environment.events.request.fire, self.check, bases,
+                                            self.source)
             if conn.login(self.user, self.token, name) is not None:
                 self.token = conn.client.token or self.token
                 return conn
