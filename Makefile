@@ -7,7 +7,7 @@ CONFIG ?= config.yaml
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zonechat-installed
 
-.PHONY: venv up down status chat admin tail test clean-data
+.PHONY: venv up down status chat admin tail test test-slow clean-data
 
 venv: $(STAMP)
 
@@ -44,6 +44,12 @@ tail: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest -q tests/; rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
+
+# The long fault suite (tests/integration/test_fault_suite.py, minutes: every fault kind
+# several times, table printed). `make test` leaves it out (pyproject.toml: -m "not slow").
+# ZONECHAT_FAULT_SEED=N repeats a run's fault order.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -s -m slow tests/
 
 clean-data:
 	rm -rf data

@@ -109,7 +109,7 @@ class ZoneConf:
     block_cache: int = 100000    # users' block lists
     dup_memory: int = 100000     # slow mode's (room, user) last sends; and, as many again,
                                  # duplicate suppression's (room, user, body) entries
-    group_work: int = 2000       # group work per tick: one per change plus one per name it
+    group_work: int = 500        # group work per tick: one per change plus one per name it
                                  # names; the rest waits (zone/groups.py GroupWork)
     group_queue: int = 1000      # group changes waiting for a tick; past it: unavailable
 
@@ -279,6 +279,17 @@ def _validate(cfg: Config) -> None:
     for key in ("hash_threads", "hash_queue"):
         if getattr(cfg.login, key) < 1:
             raise ConfigError("must be at least 1", f"login.{key}")
+    for section, key in (("gate", "max_connections_per_ip"), ("gate", "max_rooms"),
+                         ("zone", "group_work"), ("zone", "group_queue")):
+        if getattr(getattr(cfg, section), key) < 1:
+            raise ConfigError("must be at least 1", f"{section}.{key}")
+    for key in ("register_per_connection", "register_per_ip", "failed_logins_per_ip"):
+        if getattr(cfg.gate, key) < 0:
+            raise ConfigError("must be 0 (none allowed) or more", f"gate.{key}")
+    if cfg.gate.limit_window <= 0:
+        raise ConfigError("must be more than 0 seconds", "gate.limit_window")
+    if cfg.chat.group_max_members < 2:
+        raise ConfigError("must be at least 2 (the owner and one member)", "chat.group_max_members")
     if cfg.cluster.secret is not None:
         from cluster import secrets          # config stays importable on its own
         try:

@@ -1,8 +1,10 @@
 """Client requests, dispatched through one table.
 
 Each handler validates its fields (``bad_request``), checks what the gate can check
-without state it does not own (login state, conversation syntax, rate, in-flight bound)
-and forwards the rest to the role that owns it as an envelope (cluster/envelopes.py). The
+without state it does not own (login state, conversation syntax, rate, in-flight bound,
+the abuse limits of gate/limits.py: registers and failed logins per connection and per
+address, rooms per session, group sizes and member names) and forwards the rest to the
+role that owns it as an envelope (cluster/envelopes.py). The
 rid echo and the ``unknown_type`` / ``auth_required`` / ``bad_request`` answers happen in
 ``dispatch`` only; replies from other roles get their rid in gate/requests.py.
 """
@@ -14,6 +16,7 @@ from cluster import convs
 from cluster.codec import packb
 from cluster.envelopes import Block, Group, Join, Login, Logout, Recv, Register, RoomInfo, Send, Sync
 from cluster.replies import OK, Refused, with_rid
+from gate.limits import Window, address
 
 PUBLIC = {"register", "login", "ping"}
 
@@ -45,7 +48,33 @@ def need_rid(msg: dict):
 def on_register(gate, s, msg, rid):
     user = need(msg, "user", str)
     password = need(msg, "password", str)
-    gate.forward(s, rid, gate.login_node(), Register, user, password, timeout=gate.login_timeout)
+    take_register(gate, s)
+    try:
+        gate.forward(s, rid, gate.login_node(), Register, user, password, timeout=gate.login_timeout)
+    except Refused:
+        give_back_register(gate, s)
+        raise
+
+
+def take_register(gate, s) -> None:
+    """One register off this connection's and this address's allowance, or rate_limited
+    (nothing forwarded: every register reaching login may cost a password hash)."""
+    conf = gate.conf
+    if s.registers is None:
+        s.registers = Window(conf.register_per_connection, conf.limit_window)
+    wait = s.registers.wait_ms()
+    if wait:
+        raise Refused("rate_limited", "too many registrations on this connection", retry_ms=wait)
+    wait = gate.registers_per_ip.take(address(s.peer))
+    if wait:
+        raise Refused("rate_limited", "too many registrations from your address", retry_ms=wait)
+    s.registers.take()
+
+
+def give_back_register(gate, s) -> None:
+    """A register that cost no hash (refused before it, or not forwarded) counts for nothing."""
+    s.registers.give_back()
+    gate.registers_per_ip.give_back(address(s.peer))
 
 
 def on_login(gate, s, msg, rid):
@@ -61,6 +90,9 @@ def on_login(gate, s, msg, rid):
         raise Refused("bad_request", "login needs 'password' or 'token'")
     if s.failed.count() >= gate.conf.failed_logins:
         raise Refused("rate_limited", "too many failed logins on this connection; wait a minute")
+    wait = gate.failed_per_ip.wait_ms(address(s.peer))
+    if wait:
+        raise Refused("rate_limited", "too many failed logins from your address", retry_ms=wait)
     s.pending_user = user
     gate.logging_in[user] = s
     gate.forward(s, rid, gate.login_node(), Login, user, password, token, s.sid,
@@ -132,6 +164,8 @@ def need_group(msg: dict) -> str:
 
 def on_join(gate, s, msg, rid):
     room = need_room(msg)
+    if room not in s.rooms and len(s.rooms) >= gate.conf.max_rooms:    # joins in flight count
+        raise Refused("too_many_rooms", f"a session is in at most {gate.conf.max_rooms} rooms; leave one first")
     gate.rooms.join(s, room)
     s.room_hold.setdefault(room, [])
     gate.forward(s, rid, gate.center_node(), Join, s.user, room)
@@ -148,16 +182,33 @@ def on_room_info(gate, s, msg, rid):
 
 def on_group_create(gate, s, msg, rid):
     group = need_group(msg)
+    members = need_members(gate, s, msg)
+    gate.forward(s, rid, gate.zone_of(group), Group, s.user, "create", group, members)
+
+
+def need_members(gate, s, msg: dict) -> list:
+    """``members`` without duplicates and without the creator: names only (bad_request),
+    and the group, its creator included, within ``chat.group_max_members`` (too_large).
+    Counted before the names are checked: a huge list costs one pass, not a regex each."""
     members = need(msg, "members", list)
     if not all(isinstance(m, str) for m in members):
         raise Refused("bad_request", "field 'members' must be a list of user names")
-    gate.forward(s, rid, gate.zone_of(group), Group, s.user, "create", group, members)
+    unique = [m for m in dict.fromkeys(members) if m != s.user]
+    most = gate.config.chat.group_max_members
+    if len(unique) + 1 > most:
+        raise Refused("too_large", f"a group holds at most {most} members, its owner included")
+    for m in unique:
+        if not convs.valid_user(m):
+            raise Refused("bad_request", f"'{m[:40]}' is not a user name")
+    return unique
 
 
 def group_op(op: str):
     def handler(gate, s, msg, rid):
         group = need_group(msg)
         user = need(msg, "user", str) if op in ("add", "remove") else None
+        if op == "add" and not convs.valid_user(user):
+            raise Refused("bad_request", "field 'user' must be a user name")
         gate.forward(s, rid, gate.zone_of(group), Group, s.user, op, group, user)
     handler.__name__ = f"on_group_{op}"
     return handler

@@ -10,6 +10,11 @@ Origin allow-list (cross-site WebSocket hijacking): the gate's own origins
 ``gate.ws_origins``. An upgrade whose ``Origin`` is not on it gets 403. An upgrade with
 no ``Origin`` at all is let in: browsers always send one, so only non-browser clients
 (game clients, bots) omit it, and they carry no victim's cookies or ambient authority.
+
+Every connection to ``ws_port`` counts against ``gate.max_connections_per_ip`` (with the
+TCP ones) while it is open. One past it still has its request read (for at most
+``REFUSE_WAIT``): a WebSocket is answered ``error{too_many_connections}`` and a close
+frame 1008, so a browser client can tell why; a page request gets 503.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from gevent.server import StreamServer
 
 from cluster import pages
 from gate import ws
+from gate.limits import address
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 PAGES = {
@@ -36,7 +42,9 @@ WS_PATH = "/ws"
 HEAD_MAX = 16384                  # request line + headers
 HEADERS = [(k.lower().encode(), v.encode()) for k, v in pages.SECURITY_HEADERS]
 ANY_ADDRESS = ("", "0.0.0.0", "::", "127.0.0.1", "localhost")
-REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+           503: b"Service Unavailable"}
+REFUSE_WAIT = 2.0                 # seconds a refused connection gets to send its request
 
 
 def load_static(directory: str = STATIC_DIR) -> dict:
@@ -131,6 +139,17 @@ class WebServer:
         self.server.close()
 
     def handle(self, sock, peer) -> None:
+        addr, counts = address(peer), self.gate.conns_per_ip
+        if not counts.admit(addr):
+            self.refuse(sock)
+            return
+        try:
+            self.serve(sock, peer)
+        finally:
+            counts.release(addr)
+
+    def serve(self, sock, peer) -> None:
+        connected = time.monotonic()    # a WebSocket's login deadline runs from here
         raw = read_head(sock, self.gate.conf.login_timeout)
         if raw is None:
             return
@@ -140,9 +159,23 @@ class WebServer:
             return
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         if path == WS_PATH:
-            ws.serve(self.gate, sock, peer, raw, self.origin_ok)
+            ws.serve(self.gate, sock, peer, raw, self.origin_ok, connected)
             return
         self.serve_file(sock, conn, request, path)
+
+    def refuse(self, sock) -> None:
+        """A connection past ``gate.max_connections_per_ip``: told why, then closed."""
+        self.gate.stats["refused_per_ip"] += 1
+        raw = read_head(sock, min(REFUSE_WAIT, self.gate.conf.login_timeout))
+        if raw is None:
+            return
+        conn, request = parse_head(raw)
+        if request is not None and request.target.split(b"?", 1)[0] == WS_PATH.encode():
+            ws.refuse(sock, raw, self.origin_ok, "too_many_connections",
+                      "too many connections from your address")
+            return
+        respond(sock, conn, 503, b"too many connections from your address\n",
+                "text/plain; charset=utf-8")
 
     def serve_file(self, sock, conn, request, path: str) -> None:
         if request.method not in (b"GET", b"HEAD"):

@@ -17,7 +17,7 @@ import gevent
 from gevent.pool import Pool
 
 from cluster.codec import ProtocolError, decode_body, packb
-from cluster.envelopes import Kick, Presence, Rep, Unbind
+from cluster.envelopes import Kick, Presence, Unbind
 from cluster.node import Node
 from cluster.replies import error
 from cluster.slots import SlotTable
@@ -25,6 +25,7 @@ from gate import handlers
 from gate import stats as gate_stats
 from gate.delivery import Delivery
 from gate.http import WebServer
+from gate.limits import MAX_DEPTH, AddressCounts, AddressWindows, address, too_deep
 from gate.requests import Requests
 from gate.rooms import Rooms
 from gate.session import Session
@@ -59,11 +60,16 @@ class GateNode(Node):
         self.delivery = Delivery(self)
         self.server = None
         self.web = None                 # HTTP + WebSocket on ws_port (gate/http.py)
+        conf = self.conf                # abuse limits by client address (gate/limits.py)
+        self.conns_per_ip = AddressCounts(conf.max_connections_per_ip)
+        self.registers_per_ip = AddressWindows(conf.register_per_ip, conf.limit_window)
+        self.failed_per_ip = AddressWindows(conf.failed_logins_per_ip, conf.limit_window)
 
     # -- wiring -------------------------------------------------------------------------
     def setup(self) -> str:
         self.bus.bind()
-        for cls, fn in {Rep: self.requests.answer, Kick: self.on_kick, **self.delivery.handlers()}.items():
+        # Rep goes to delivery first: a fill's own fetch (gate/fills.py), else requests.answer
+        for cls, fn in {Kick: self.on_kick, **self.delivery.handlers()}.items():
             self.bus.on(cls, fn)
         self.server = TcpFront(self, self.spec.host, self.spec.tcp_port)
         self.server.start()
@@ -149,6 +155,8 @@ class GateNode(Node):
         for body in bodies:
             try:
                 msg = decode_body(body)
+                if too_deep(msg, len(body)):
+                    raise ProtocolError("bad_frame", f"nested more than {MAX_DEPTH} deep")
             except ProtocolError as exc:
                 self.reply(s, error(exc.code, exc.reason))
                 self.close_now(s)
@@ -220,6 +228,8 @@ class GateNode(Node):
             return
         s.abort()
         self.closed_dropped += s.dropped
+        if s.tcp:                       # WebSocket connections are counted by gate/http.py
+            self.conns_per_ip.release(address(s.peer))
         if self.server is not None:
             self.server.room_freed()
         self.rooms.leave_all(s)
@@ -243,7 +253,10 @@ class GateNode(Node):
         while True:
             gevent.sleep(SWEEP_EVERY)
             self.server.sweep()
-            self.requests.expire(time.monotonic())
+            now = time.monotonic()
+            self.requests.expire(now)
+            self.registers_per_ip.prune(now)
+            self.failed_per_ip.prune(now)
 
     def on_kick(self, env: Kick) -> None:
         s = self.sessions.get(env.sid)

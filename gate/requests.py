@@ -14,8 +14,11 @@ from typing import Callable, NamedTuple
 
 from cluster.codec import unpackb
 from cluster.replies import Refused, error, with_rid
+from gate import handlers
+from gate.limits import address
 
 RETRY_MS = 1000
+FREE_REGISTERS = frozenset({"bad_name", "weak_password", "unavailable"})   # cost no hash (or undone)
 
 
 class Pending(NamedTuple):
@@ -34,6 +37,14 @@ class RequestKind(NamedTuple):
 def _login_refused(gate, p: Pending, rep) -> None:
     gate.login_failed(p.session)
     p.session.failed.add()
+    if unpackb(rep.body).get("code") == "auth_failed":
+        gate.failed_per_ip.add(address(p.session.peer))
+
+
+def _registered(gate, p: Pending, rep) -> None:
+    """A register that login refused before hashing does not count against the limits."""
+    if unpackb(rep.body).get("code") in FREE_REGISTERS:
+        handlers.give_back_register(gate, p.session)
 
 
 def _login_timed_out(gate, p: Pending) -> None:
@@ -63,6 +74,7 @@ def _resume_over(gate, p: Pending, rep=None) -> None:
 PLAIN = RequestKind()
 KINDS = {
     "login": RequestKind(before_reply=_login_refused, on_timeout=_login_timed_out),
+    "register": RequestKind(before_reply=_registered),
     "logout": RequestKind(after_reply=_logged_out),
     "join": RequestKind(after_reply=_joined, on_timeout=_join_timed_out),
     "resume": RequestKind(before_reply=_resume_over, on_timeout=_resume_over, silent=True),

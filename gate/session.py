@@ -67,7 +67,7 @@ class Session:
         "sid", "sock", "peer", "user", "pending_user", "reader", "outbox",
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "rooms", "json", "room_hold", "blocked", "room_floor",
-        "watcher", "on_close", "login_by", "last_rx", "last_conv",
+        "watcher", "on_close", "login_by", "last_rx", "last_conv", "registers",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
@@ -98,6 +98,7 @@ class Session:
         self.on_close = None          # called once the socket is closed
         self.login_by = self.last_rx = 0.0
         self.last_conv = None         # the last conversation id a send passed the syntax check
+        self.registers = None         # gate.limits.Window of this connection's registers, once asked
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:

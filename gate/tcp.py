@@ -13,6 +13,10 @@ Timeouts (log in within ``login_timeout`` of connecting, then a frame at least e
 ``idle_timeout``) live on a wheel of ``STEP`` buckets: a read only stamps ``last_rx``;
 ``sweep`` looks at a session when its bucket comes due and re-files it if it was heard
 from meanwhile, so each session costs the sweep about once per timeout, not per read.
+
+A connection past ``gate.max_connections_per_ip`` from its address (TCP and WebSocket
+counted together, ``gate.limits.AddressCounts``) gets one ``error{too_many_connections}``
+frame and is closed at once: it never becomes a session.
 """
 from __future__ import annotations
 
@@ -22,12 +26,17 @@ import time
 import gevent
 from gevent import socket as gsocket
 
+from cluster.codec import frame
+from cluster.replies import error
+from gate.limits import address
+
 log = logging.getLogger("zonechat.gate")
 
 READ_SIZE = 65536
 ACCEPT_BATCH = 256          # connections accepted per loop turn
 STEP = 0.2                  # seconds per wheel bucket: timeouts fire up to this late
 ACCEPT_RETRY = 0.1          # seconds to pause accepting after EMFILE and the like
+TOO_MANY = frame(error("too_many_connections", "too many connections from your address"))
 
 
 class TcpFront:
@@ -86,12 +95,26 @@ class TcpFront:
             self.accepting.start(self._accept)
 
     def _open(self, sock, peer) -> None:
-        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         sock.settimeout(0.0)
+        if not self.gate.conns_per_ip.admit(address(peer)):   # released by close_session
+            self._refuse(sock)
+            return
+        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         s = self.gate.open_session(sock, peer)
         s.watcher = self.loop.io(sock.fileno(), 1)
         s.watcher.start(self._readable, s)
         self._file(s, s.login_by)
+
+    def _refuse(self, sock) -> None:
+        """Past ``gate.max_connections_per_ip``: one error frame (it fits any send buffer,
+        so a non-blocking send is enough), then the close; no session is made."""
+        self.gate.stats["refused_per_ip"] += 1
+        try:
+            sock.send(TOO_MANY)
+            sock.shutdown(gsocket.SHUT_WR)
+        except OSError:
+            pass
+        sock.close()
 
     # -- reading --------------------------------------------------------------------------
     def _readable(self, s) -> None:

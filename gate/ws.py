@@ -10,14 +10,21 @@ once-per-tick flush, kicks, delivery, ``handlers.dispatch`` — is shared with T
 - A message over ``gate.max_frame`` bytes, one that is no map with a string ``t``, and
   any WebSocket protocol violation get ``error{bad_frame}``, then a close frame
   (1009 too big, 1007 bad payload, or the code wsproto names) and the socket closes.
+- A message nested more than ``gate.limits.MAX_DEPTH`` deep (JSON or msgpack) is
+  ``bad_frame`` and 1007, as on TCP: decoding and re-encoding it would recurse.
 - Pings are answered with pongs. A client close is answered with a close; our closes
   carry 1000 (logout), 1001 (kicked shutdown) or 1008 with the kick reason.
-- Idle rules as TCP: 10 s to the first bytes before login, 60 s without bytes after.
+- Deadlines as TCP (``GateNode.time_left``): logged in within ``login_timeout`` of the
+  connect, whatever arrives meanwhile (pings, unfinished fragments); once logged in, at
+  most ``idle_timeout`` without a byte. Past one: ``kicked{idle}`` and close 1008.
+- A connection past ``gate.max_connections_per_ip`` is upgraded only to be told so
+  (``refuse``): ``error{too_many_connections}``, then close 1008.
 """
 from __future__ import annotations
 
 import json
 import math
+import time
 
 import gevent
 from gevent import socket as gsocket
@@ -31,6 +38,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from cluster.codec import ProtocolError, decode_body, decode_json, packb, unpackb
 from cluster.replies import error
 from gate import handlers
+from gate.limits import MAX_DEPTH, too_deep
 from gate.session import Session
 
 READ_SIZE = 65536
@@ -149,6 +157,19 @@ def handshake(sock, raw: bytes, origin_ok) -> WSConnection | None:
     return ws
 
 
+def refuse(sock, raw: bytes, origin_ok, code: str, reason: str) -> None:
+    """Upgrade only to answer ``error{code}`` and close 1008 (a browser's WebSocket API
+    shows no HTTP status, but it shows a message and a close reason)."""
+    ws = handshake(sock, raw, origin_ok)
+    if ws is None:
+        return
+    try:
+        sock.sendall(ws.send(BytesMessage(data=error(code, reason)))
+                     + ws.send(CloseConnection(code=CloseReason.POLICY_VIOLATION, reason=code)))
+    except (OSError, LocalProtocolError):
+        pass
+
+
 def _reject(sock, ws: WSConnection, event: RejectConnection, text: str) -> None:
     body = (text + "\n").encode("utf-8")
     headers = [*event.headers, (b"content-type", b"text/plain; charset=utf-8"),
@@ -161,13 +182,16 @@ def _reject(sock, ws: WSConnection, event: RejectConnection, text: str) -> None:
 
 
 # -- the connection ----------------------------------------------------------------------
-def serve(gate, sock, peer, raw: bytes, origin_ok) -> None:
-    """Run one WebSocket connection from its upgrade request to its close."""
+def serve(gate, sock, peer, raw: bytes, origin_ok, connected: float | None = None) -> None:
+    """Run one WebSocket connection from its upgrade request to its close; ``connected``
+    (monotonic): when the TCP connection came, where the login deadline starts."""
     ws = handshake(sock, raw, origin_ok)
     if ws is None:
         return
     sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
     s = gate.open_session(sock, peer, WsSession, ws=ws)
+    if connected is not None:
+        s.login_by = min(s.login_by, connected + gate.conf.login_timeout)
     try:
         read_loop(gate, s)
         if s.closing:                    # error/kicked and our close frame go out first
@@ -177,16 +201,22 @@ def serve(gate, sock, peer, raw: bytes, origin_ok) -> None:
 
 
 def read_loop(gate, s: WsSession) -> None:
+    """Read until the session closes. Each read waits only until the session's deadline
+    (``time_left``): bytes that do not log in do not move the login deadline."""
     sock = s.sock
     while not s.closing and not s.closed:
-        sock.settimeout(gate.conf.login_timeout if s.user is None else gate.conf.idle_timeout)
+        left = gate.time_left(s, time.monotonic())
+        if left <= 0:
+            gate.kick(s, "idle")
+            return
+        sock.settimeout(left)
         try:
             data = sock.recv(READ_SIZE)
         except gsocket.timeout:
-            gate.kick(s, "idle")
-            return
+            continue                    # the deadline is checked again above
         except OSError:
             return
+        s.last_rx = time.monotonic()
         if not data or not ingest(gate, s, data):
             return
         if len(data) == READ_SIZE:
@@ -249,12 +279,24 @@ def decode_message(raw: bytes, text: bool) -> tuple[dict, bytes]:
     if not raw:
         raise ProtocolError("bad_frame", "empty message")
     if not text:
-        return decode_body(raw), raw
-    msg = decode_json(raw.decode("utf-8"))
+        msg = decode_body(raw)
+        if too_deep(msg, len(raw)):
+            raise _too_deep()
+        return msg, raw
+    try:
+        msg = decode_json(raw.decode("utf-8"))
+    except RecursionError:              # json.loads recurses: far too deep
+        raise _too_deep() from None
+    if too_deep(msg, len(raw)):
+        raise _too_deep()
     try:
         return msg, packb(msg)          # JSON can hold what msgpack cannot (huge ints)
     except (OverflowError, TypeError, ValueError) as exc:
         raise ProtocolError("bad_frame", f"value out of range: {exc}") from exc
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError("bad_frame", f"nested more than {MAX_DEPTH} deep")
 
 
 def on_close(gate, s: WsSession, event: CloseConnection) -> None:

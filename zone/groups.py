@@ -9,13 +9,19 @@ correct because Redis always holds the truth first: a change is written to Redis
 to the Group object, then that object is put (back) into the cache, so an operation whose
 Group was evicted meanwhile still leaves the cache right; a write that fails drops the
 cached entry, and the next use reloads whatever Redis holds.
+
+A group holds at most ``chat.group_max_members`` members, its owner included
+(``too_large``; the gate checks a ``group_create`` first). An operator's roster is not
+bounded by it. ``GroupWork`` bounds what group changes cost a zone per tick.
 """
 from __future__ import annotations
 
+import collections
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cluster.config import ZoneConf
+from cluster.config import ChatConf, ZoneConf
+from cluster.envelopes import Group as GroupReq
 from cluster.lru import LruDict
 from dc.store import GroupStore
 from cluster.replies import Refused
@@ -31,7 +37,8 @@ class Groups:
     MISSING = None          # cached for a group that does not exist
     _UNLOADED = object()
 
-    def __init__(self, store, max_members: int = 10000, cache_size: int = ZoneConf.group_cache):
+    def __init__(self, store, max_members: int = ChatConf.group_max_members,
+                 cache_size: int = ZoneConf.group_cache):
         self.db = GroupStore(store)
         self.cache = LruDict(cache_size)        # conv -> Group | MISSING, least recently used out
         self.max_members = max_members
@@ -67,7 +74,7 @@ class Groups:
             raise Refused("exists", f"{conv} already exists")
         ordered = [owner] + [m for m in dict.fromkeys(members) if m != owner]
         if len(ordered) > self.max_members:
-            raise Refused("bad_request", f"a group holds at most {self.max_members} members")
+            raise Refused("too_large", f"a group holds at most {self.max_members} members")
         with self._writing(conv):
             self.db.create(conv, owner, ordered)
         self.cache[conv] = Group(owner, ordered)
@@ -105,7 +112,7 @@ class Groups:
         if user in g.members:
             return
         if len(g.members) >= self.max_members:
-            raise Refused("bad_request", f"a group holds at most {self.max_members} members")
+            raise Refused("too_large", f"a group holds at most {self.max_members} members")
         with self._writing(conv):
             self.db.add(conv, user)
         g.members.append(user)
@@ -132,3 +139,72 @@ class Groups:
         if new_owner:
             g.owner = new_owner
         self.cache[conv] = g if rest else self.MISSING
+
+
+def named_users(r: GroupReq) -> list:
+    """The user names a group change must find existing (members, or the one user)."""
+    if r.op in ("create", "roster"):
+        return list(r.arg)
+    return [r.arg] if r.op in ("add", "remove") else []
+
+
+class GroupWork:
+    """What group changes may cost one zone tick, so they cannot starve the sends.
+
+    A change costs one plus a name per user it names (each name is a Redis lookup until
+    cached; a ``group_create`` names up to ``chat.group_max_members``). A tick takes
+    changes, in arrival order, while their cost fits ``budget`` (the first always fits,
+    however large); the others are held, in order, and go first in the next tick. So
+    that each conversation keeps its order, a request on a group that has one held (a
+    send, a sync) is held behind it. At most ``limit`` requests are held: past that a
+    request is refused (``take`` returns it, the zone answers ``unavailable``).
+    """
+
+    def __init__(self, budget: int = ZoneConf.group_work, limit: int = ZoneConf.group_queue):
+        self.budget, self.limit = budget, limit
+        self.spent = 0
+        self.held: collections.deque = collections.deque()
+        self.held_convs: collections.Counter = collections.Counter()   # conv -> held requests
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    @staticmethod
+    def cost(r) -> int:
+        return 1 + len(named_users(r)) if isinstance(r, GroupReq) else 0
+
+    def new_tick(self) -> list:
+        """The held requests, in order, to go before the tick's new ones; the budget is whole again."""
+        held = list(self.held)
+        self.held.clear()
+        self.held_convs.clear()
+        self.spent = 0
+        return held
+
+    def take(self, batch: list) -> tuple[list, list]:
+        """(the requests to handle now, those refused because the hold is full)."""
+        if not self.held_convs and not any(type(r) is GroupReq for r in batch):
+            return batch, []            # the usual batch: sends and syncs only
+        now, refused = [], []
+        for r in batch:
+            is_group = type(r) is GroupReq
+            conv = r.group if is_group else getattr(r, "conv", None)
+            if conv in self.held_convs:
+                self._hold(r, conv, refused)
+            elif is_group:
+                cost = self.cost(r)
+                if self.spent and self.spent + cost > self.budget:
+                    self._hold(r, conv, refused)
+                else:
+                    self.spent += cost
+                    now.append(r)
+            else:
+                now.append(r)
+        return now, refused
+
+    def _hold(self, r, conv: str, refused: list) -> None:
+        if len(self.held) >= self.limit:
+            refused.append(r)
+            return
+        self.held.append(r)
+        self.held_convs[conv] += 1

@@ -3,7 +3,9 @@
 Requests queue up during a loop tick; the ``tick_worker`` then handles them in arrival
 order, in runs: a run of sends costs one pipeline for what must be looked up (unknown
 users, dedup keys of over-rate sends) and one ``STORE_SCRIPT`` call; a run of syncs one
-pipeline; group changes and joins one at a time, in order with the sends around them.
+pipeline; group changes and joins one at a time, in order with the sends around them
+(a run of group changes looks up all the names it needs in one pipeline, and a tick does
+at most ``zone.group_work`` of them: zone/groups.py ``GroupWork``).
 Checks run in the contract's order: bad_conv, not_member, too_large, muted, resend of an
 acked cid, rate.
 """
@@ -18,7 +20,7 @@ from gevent.event import Event
 
 from cluster import config as config_mod
 from cluster import convs, envelopes
-from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
+from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb, unpackb
 from cluster.envelopes import Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync
 from cluster.lru import LruSet
 from cluster.node import Node
@@ -26,13 +28,20 @@ from cluster.replies import OK, Refused
 from cluster.slots import SlotTable
 from cluster.stats import bus_counters, report_loop
 from dc.store import Store, StoreItem, StoreUnavailable
-from zone.groups import Groups
+from zone.groups import Groups, GroupWork, named_users
 from zone.moderation import Moderation, WordFilter
+from zone.recent import Journal, journal_path
 from zone.requests import PostReq, SendReq
 
 MAX_BATCH = 2000
 TICK_FULL = 8            # requests in a tick that earn the next tick the whole tick_window
 REDELIVER_WINDOW_MS = 15000   # a resend within this of the original may follow a crash
+RESTART_WINDOW_MS = 5000      # a restart delivers again what the journal's last 5 s stored
+RESTART_CONVS = 1000          # ... in at most this many conversations
+RESTART_PER_CONV = 32         # ... at most this many last messages of each
+RESTART_CHUNK = 100           # conversations read per pipeline (<= 3,200 records at a time)
+RESTART_TRIES = 5             # attempts (a second apart) while the store is unavailable
+RESTART_MAX_AGE_MS = 120000   # a journal older than this is not delivered again
 
 
 class ZoneNode(Node):
@@ -45,11 +54,13 @@ class ZoneNode(Node):
         self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.store = Store.from_config(config, max_connections=8)
         caches = config.zone
-        self.groups = Groups(self.store, cache_size=caches.group_cache)
+        self.groups = Groups(self.store, config.chat.group_max_members, caches.group_cache)
+        self.group_work = GroupWork(caches.group_work, caches.group_queue)   # per-tick bound
         self.mod = Moderation(self.store, caches.block_cache, caches.dup_memory)
         self.words = WordFilter(config.moderation.word_filter, config.moderation.filter_action)
         self.center = config.nodes_of("center")[0].name
         self.dlv_peers = self.delivery_peers(config)
+        self.journal = Journal(journal_path(config, self.name))   # what a restart delivers again
         self.queue: list = []
         self.wake = Event()
         self.known_users = LruSet(caches.user_cache)   # names known to exist: see learn_users
@@ -85,6 +96,7 @@ class ZoneNode(Node):
 
     def shutdown(self) -> None:
         self.store.close()
+        self.journal.close()
 
     def on_mod(self, env: Mod) -> None:
         if env.what == "reload":
@@ -109,7 +121,10 @@ class ZoneNode(Node):
         """One batch per tick. The pause between ticks follows the load: after a tick of
         n requests the next waits n/TICK_FULL of ``bus.tick_window`` (all of it from
         TICK_FULL up), so a lone request is stored at once and under load the batches
-        (and the single store call each makes) grow instead of the tick count."""
+        (and the single store call each makes) grow instead of the tick count.
+        Group changes past the tick's ``zone.group_work`` wait for the next tick, first
+        in line (``GroupWork``); a tick with such work held is followed by another."""
+        self.redeliver_recent()
         window = self.config.bus.tick_window
         last = 0
         while True:
@@ -118,12 +133,19 @@ class ZoneNode(Node):
             pause = window * min(1.0, last / TICK_FULL)
             gevent.sleep(max(0.0, self._last_tick + pause - time.monotonic()))
             self._last_tick = time.monotonic()
+            self.queue = self.group_work.new_tick() + self.queue
             last = len(self.queue)
             while self.queue:
                 batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
+                batch, refused = self.group_work.take(batch)
+                for r in refused:
+                    self.refuse(r, Refused("unavailable", "too many group changes waiting; retry later",
+                                           retry_ms=1000))
                 for kind, run in itertools.groupby(batch, type):
                     self.handle_run(kind, list(run))
                 gevent.sleep(0)
+            if self.group_work:
+                self.wake.set()
 
     def handle_run(self, kind, run) -> None:
         try:
@@ -131,6 +153,10 @@ class ZoneNode(Node):
                 self.handle_sends(run)
             elif kind is Sync:
                 self.handle_syncs(run)
+            elif kind is Group:         # one lookup pipeline for every name of the run
+                self.learn_users([u for r in run for u in named_users(r)])
+                for r in run:
+                    self.handle_one(r)
             else:
                 for r in run:
                     self.handle_one(r)
@@ -255,6 +281,7 @@ class ZoneNode(Node):
             r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
                                    cap=self.cap_of(r.conv), deadline=r.deadline))
+        self.journal.note(now_ms, [r.conv for r in reqs if convs.is_durable(r.conv)])
         results = self.store.store_batch(items)
         resent = []
         for r, result in zip(reqs, results):
@@ -280,6 +307,44 @@ class ZoneNode(Node):
         for (r, seq), record in zip(resent, records):
             if record is not None and convs.is_durable(r.conv):
                 self.deliver(r, seq, record, log=False)
+
+    def redeliver_recent(self) -> None:
+        """At start: deliver again what the last incarnation stored just before it ended
+        (zone/recent.py), as its deliveries may have died with it. Gates drop the seqs a
+        session has and fill a hole below one (gate/fills.py). Runs before the first
+        tick, so these come before anything this incarnation stores."""
+        not_before = int(time.time() * 1000) - RESTART_MAX_AGE_MS
+        picked = [(conv, since) for conv, since in
+                  self.journal.recent(RESTART_WINDOW_MS, RESTART_CONVS, not_before)
+                  if self.table.zone_of(conv) == self.name]
+        count, tries = 0, 0
+        while picked and tries < RESTART_TRIES:
+            try:
+                count += self._redeliver(picked[:RESTART_CHUNK])
+            except StoreUnavailable as exc:
+                tries += 1
+                self.log.warning("recent messages not delivered again yet: %s", exc)
+                gevent.sleep(1.0)
+                continue
+            picked = picked[RESTART_CHUNK:]
+        if count:
+            self.log.info("delivered %d recent messages again", count)
+
+    def _redeliver(self, picked: list) -> int:
+        last = self.store.last_seqs([conv for conv, _ in picked])
+        wanted = [(conv, max(0, last[conv] - RESTART_PER_CONV), RESTART_PER_CONV) for conv, _ in picked]
+        count = 0
+        for (conv, since), (records, _) in zip(picked, self.store.history_many(wanted, max_bytes=None)):
+            for record in records:
+                m = unpackb(record)
+                if m.get("ts", 0) < since:
+                    continue
+                sender = m.get("from")
+                users = ([u for u in convs.dm_users(conv) if u != sender] if conv.startswith("d:")
+                         else [u for u in self.groups.members(conv) if u != sender])
+                self.send_dlv(self.dlv_peers, users, conv, m["seq"], record)
+                count += 1
+        return count
 
     def index_of(self, r) -> str:
         return " ".join(r.pair)
@@ -356,8 +421,7 @@ class ZoneNode(Node):
     def group_op(self, r: Group) -> None:
         if self.table.zone_of(r.group) != self.name:
             raise Refused("unavailable", "conversation moved; retry")
-        named = list(r.arg) if r.op in ("create", "roster") else [r.arg] if r.op in ("add", "remove") else []
-        self.learn_users(named)
+        named = named_users(r)          # looked up for the whole run (handle_run)
         missing = [u for u in named if u not in self.known_users]
         if r.op == "create":
             if self.groups.get(r.group) is not None:

@@ -21,6 +21,8 @@ const EXPLAIN = {
   no_such_user: 'There is no such user.',
   blocked: 'That user does not take your messages.',
   filtered: 'Your message contains words this server does not allow.',
+  too_many_rooms: 'You are in too many rooms. Leave one first.',
+  too_many_connections: 'Too many connections from your address. Try again later.',
 };
 
 // unit, its size in ms, and from how much on it is used (under 2 hours: minutes, and so on)

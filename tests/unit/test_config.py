@@ -124,6 +124,11 @@ def test_nodes_are_required():
     ({"cluster": {"secret": "short"}}, "cluster.secret"),
     ({"cluster": {"secret": "x" * 31}}, "cluster.secret"),
     ({"cluster": {"secret": "zonechat-dev-secret-change-me"}}, "cluster.secret"),   # once shipped
+    ({"gate": {"max_connections_per_ip": 0}}, "gate.max_connections_per_ip"),
+    ({"gate": {"limit_window": 0}}, "gate.limit_window"),
+    ({"gate": {"register_per_ip": -1}}, "gate.register_per_ip"),
+    ({"chat": {"group_max_members": 1}}, "chat.group_max_members"),
+    ({"zone": {"group_work": 0}}, "zone.group_work"),
 ])
 def test_semantic_errors_name_the_path(sections, path):
     assert error_of(raw(**sections)).path == path

@@ -12,17 +12,17 @@ import itertools
 import time
 
 import gevent
-from gevent import socket as gsocket
 
 from cluster.codec import FrameReader, encode_frame, unpackb
 from tools.bench.common import FrameCounter, login_lean, percentile
+from tools.bench.sources import connect
 
 ROOM = "r:bench"
 
 
 class Receiver:
-    def __init__(self, addr, user, token):
-        self.sock = gsocket.create_connection(addr)
+    def __init__(self, addr, user, token, i: int = 0):
+        self.sock = connect(addr, i)        # client i's own loopback address (sources.py)
         login_lean(self.sock, user, token, ROOM)
         self.counter = FrameCounter()
 
@@ -36,9 +36,9 @@ class Receiver:
 
 
 class Sender:
-    def __init__(self, addr, user, token):
+    def __init__(self, addr, user, token, i: int = 0):
         self.user = user
-        self.sock = gsocket.create_connection(addr)
+        self.sock = connect(addr, i)
         login_lean(self.sock, user, token, ROOM)
         self.reader = FrameReader(1 << 21)
         self.lat: list = []
@@ -145,7 +145,7 @@ def pinger(conns, every: float = 20.0) -> None:
 def setup(cluster, tokens: dict, senders: int) -> tuple[list, list]:
     gates = cluster.gates()
     names = sorted(tokens)
-    specs = [(gates[i % len(gates)], n, tokens[n]) for i, n in enumerate(names)]
+    specs = [(gates[i % len(gates)], n, tokens[n], i) for i, n in enumerate(names)]
     send_conns = connect_all(Sender, specs[:senders])
     recv_conns = connect_all(Receiver, specs[senders:])
     greenlets = [gevent.spawn(c.run) for c in [*send_conns, *recv_conns]]

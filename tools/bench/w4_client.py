@@ -1,6 +1,7 @@
-"""One W4 generator process: hold N logged-in idle sessions to one gate from one source IP.
+"""One W4 generator process: hold N logged-in idle sessions to one gate, user i from
+``tools.bench.sources.source(i)`` (a gate takes 1,000 connections per address).
 
-python -m tools.bench.w4_client CONFIG HOST PORT SRC FIRST COUNT
+python -m tools.bench.w4_client CONFIG HOST PORT FIRST COUNT
 Prints ``ready <logged_in> <failed>`` once every login is answered, pings every 20 s,
 and exits when its stdin closes (the parent holds it open while it measures).
 """
@@ -15,19 +16,20 @@ import gevent
 from gevent import socket as gsocket
 from gevent.pool import Pool
 
-from cluster import config as config_mod, secrets, tokens
+from cluster import config as config_mod, tokens
 from cluster.codec import encode_frame
 from tools.bench.common import login_lean
+from tools.bench.sources import source
 
 
-def open_session(cfg, addr, src, name, attempts: int = 40):
+def open_session(cfg, addr, i, name, attempts: int = 40):
     """Connect and log in; a connection the gate closed (its 10 s log-in deadline passed
     while login was busy) is opened again, as a game client would."""
-    token = tokens.mint(secrets.cluster_secret(cfg), name, 86400)[0]
+    token = tokens.mint(tokens.key_of(cfg), name, 0, 86400)[0]
     for attempt in range(attempts):
         sock = gsocket.socket()
         try:
-            sock.bind((src, 0))
+            sock.bind((source(i), 0))
             sock.connect(addr)
             login_lean(sock, name, token, tries=15)
             return sock
@@ -40,7 +42,7 @@ def open_session(cfg, addr, src, name, attempts: int = 40):
 
 
 def main(argv) -> int:
-    path, host, port, src, first, count = argv
+    path, host, port, first, count = argv
     cfg = config_mod.load(path)
     first, count, addr = int(first), int(count), (host, int(port))
     socks, failed = [], 0
@@ -48,7 +50,7 @@ def main(argv) -> int:
     def one(i):
         nonlocal failed
         try:
-            socks.append(open_session(cfg, addr, src, f"b{i:06d}"))
+            socks.append(open_session(cfg, addr, i, f"b{i:06d}"))
         except OSError:
             failed += 1
     Pool(500).map(one, range(first, first + count))

@@ -11,23 +11,22 @@ import time
 import urllib.request
 
 import gevent
-from gevent import socket as gsocket
 from gevent.pool import Pool
 
 from cluster import convs, secrets
 from cluster.codec import FrameReader, encode_frame, unpackb
 from tools.bench import common
 from tools.bench.runner import _print_median, _with_cluster
+from tools.bench.sources import connect
 from tools.bench.w1_room import pace
 
 
 # -- W2: direct messages ------------------------------------------------------------------
 MSG_HEAD = b"\xa1t\xa3msg"     # after the map header: the key "t" and the value "msg"
 class Peer:
-    def __init__(self, addr, user, token, other):
+    def __init__(self, addr, user, token, other, i: int = 0):
         self.user, self.conv = user, convs.dm(user, other)
-        self.sock = gsocket.create_connection(addr)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(addr, i)        # client i's own loopback address (sources.py)
         common.login_lean(self.sock, user, token)
         self.reader, self.sent_at = FrameReader(1 << 21), {}
         self.lat, self.msgs, self.errors, self.rids = [], 0, 0, itertools.count(10)
@@ -95,7 +94,7 @@ def w2_run(cl, tokens, rates, seconds) -> list[dict]:
     specs = []
     for i in range(0, len(names), 2):
         a, b = names[i], names[i + 1]
-        specs += [(gates[0], a, tokens[a], b), (gates[-1], b, tokens[b], a)]   # across gates if several
+        specs += [(gates[0], a, tokens[a], b, i), (gates[-1], b, tokens[b], a, i + 1)]   # across gates if several
     peers = list(Pool(200).imap(lambda s: Peer(*s), specs))
     for p in peers:
         gevent.spawn(p.run)
@@ -135,8 +134,8 @@ _TS = struct.Struct("@qq")
 class Listener:
     """Logged-in session that timestamps (kernel receive time) the next data it gets."""
 
-    def __init__(self, addr, user, token):
-        self.sock = gsocket.create_connection(addr)
+    def __init__(self, addr, user, token, i: int = 0):
+        self.sock = connect(addr, i)
         common.login_lean(self.sock, user, token)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.arrived = None
@@ -180,7 +179,7 @@ def w3_once(cl, listeners, meter) -> dict:
 
 def w3_run(cl, tokens, repeat) -> list[dict]:
     gates, names = cl.gates(), sorted(tokens)
-    specs = [(gates[i % len(gates)], n, tokens[n]) for i, n in enumerate(names)]
+    specs = [(gates[i % len(gates)], n, tokens[n], i) for i, n in enumerate(names)]
     listeners = list(Pool(200).imap(lambda s: Listener(*s), specs))
     meter = common.CpuMeter(cl)
     return [w3_once(cl, listeners, meter) for _ in range(repeat)]
@@ -209,13 +208,12 @@ def w4_run(cl, tokens, per_gate) -> list[dict]:
     gates = sorted(cl.cfg.nodes_of("gate"), key=lambda n: n.name)
     before = {g.name: cl.rss(g.name) for g in gates}
     procs, first = [], 0
-    for k, g in enumerate(gates):
+    for g in gates:
         for j in range(0, per_gate, PER_PROCESS):
             n = min(PER_PROCESS, per_gate - j)
-            src = f"127.0.{1 + k}.{2 + j // PER_PROCESS}"
-            procs.append((g.name, subprocess.Popen(
+            procs.append((g.name, subprocess.Popen(       # spread over addresses (sources.py)
                 [sys.executable, "-m", "tools.bench.w4_client", cl.config_path, g.host,
-                 str(g.tcp_port), src, str(first), str(n)],
+                 str(g.tcp_port), str(first), str(n)],
                 cwd=common.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)))
             first += n
     try:
