@@ -32,7 +32,10 @@ from gate.limits import address
 
 log = logging.getLogger("zonechat.gate")
 
-READ_SIZE = 65536
+READ_SIZE = 4096            # bytes read per readable event: one connection pipelining small
+                            # requests (a 40-byte join is ~100 per read) gets a turn, then the
+                            # others do (the watcher is level-triggered: the rest waits in the
+                            # socket for the next loop turn), so one flood cannot stall a gate
 ACCEPT_BATCH = 256          # connections accepted per loop turn
 STEP = 0.2                  # seconds per wheel bucket: timeouts fire up to this late
 ACCEPT_RETRY = 0.1          # seconds to pause accepting after EMFILE and the like

@@ -153,6 +153,8 @@ class ZoneNode(Node):
                 self.handle_sends(run)
             elif kind is Sync:
                 self.handle_syncs(run)
+            elif kind is Join:
+                self.handle_joins(run)
             elif kind is Group:         # one lookup pipeline for every name of the run
                 self.learn_users([u for r in run for u in named_users(r)])
                 for r in run:
@@ -404,19 +406,22 @@ class ZoneNode(Node):
 
     def handle_one(self, r) -> None:
         try:
-            if isinstance(r, Join):
-                self.join(r)
-            else:
-                self.group_op(r)
+            self.group_op(r)
         except Refused as exc:
             self.refuse(r, exc)
 
-    def join(self, r: Join) -> None:
-        last = self.store.last_seqs([r.room])[r.room]
-        n = min(self.chat.join_recent, last)
-        records, last = self.store.history(r.room, last - n, n)
-        head = {"t": "joined", "conv": r.room, "last_seq": last, "members": r.members}
-        self.reply(r, pack_map_with_raw(head, "recent", records), last)
+    def handle_joins(self, joins: list) -> None:
+        """A run of joins in two round trips whatever its length (the rooms' last seqs,
+        then their recent messages), so a crowd joining at once, or one session's flood
+        of joins, does not hold the tick for a round trip per join."""
+        last = self.store.last_seqs({r.room for r in joins})
+        recent = {room: min(self.chat.join_recent, seq) for room, seq in last.items()}
+        pages = self.store.history_many([(room, last[room] - n, n) for room, n in recent.items()])
+        pages = dict(zip(recent, pages))
+        for r in joins:
+            records, top = pages[r.room]
+            head = {"t": "joined", "conv": r.room, "last_seq": top, "members": r.members}
+            self.reply(r, pack_map_with_raw(head, "recent", records), top)
 
     def group_op(self, r: Group) -> None:
         if self.table.zone_of(r.group) != self.name:

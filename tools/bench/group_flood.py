@@ -29,10 +29,11 @@ import gevent
 from cluster import config as config_mod
 from cluster.codec import FrameReader, encode_frame, unpackb
 from tools.bench import common
+from tools.bench.flood_common import add_cluster_args, add_dm_args, dm_extra, dm_peers
 from tools.bench.runner import _with_cluster
 from tools.bench.sources import connect
 from tools.bench.w1_room import pace
-from tools.bench.workloads import Peer, common_wait
+from tools.bench.workloads import common_wait
 
 ANSWER_WAIT = 10.0
 
@@ -112,12 +113,8 @@ def run(cl, tokens, args) -> list[dict]:
     cfg = config_mod.load(cl.config_path)
     names, gates = sorted(tokens), cl.gates()
     dm_names, bad = names[:2 * args.pairs], names[2 * args.pairs:]
-    specs = []
-    for i in range(0, len(dm_names), 2):
-        a, b = dm_names[i], dm_names[i + 1]
-        specs += [(gates[0], a, tokens[a], b, i), (gates[-1], b, tokens[b], a, i + 1)]
-    peers = [Peer(*s) for s in specs]
-    abusers = [Abuser(gates[k % len(gates)], u, tokens[u], len(specs) + k,
+    peers = dm_peers(gates, tokens, dm_names)
+    abusers = [Abuser(gates[k % len(gates)], u, tokens[u], len(peers) + k,
                       cfg.chat.group_max_members - 1, cfg.gate.max_inflight) for k, u in enumerate(bad)]
     greenlets = [gevent.spawn(x.run) for x in [*peers, *abusers]]
     try:
@@ -132,21 +129,17 @@ def run(cl, tokens, args) -> list[dict]:
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m tools.bench.group_flood")
-    p.add_argument("--pairs", type=int, default=50, help="DM pairs measuring send→ack")
-    p.add_argument("--rate", type=float, default=200, help="DM msgs/s in total")
-    p.add_argument("--seconds", type=float, default=5, help="length of each phase")
+    add_dm_args(p)
     p.add_argument("--abusers", type=int, default=1, help="sessions flooding group_create")
     p.add_argument("--creates", type=int, default=150, help="group_creates per abuser")
     p.add_argument("--group-work", type=int, default=None, help="zone.group_work (default: the config's)")
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--gates", type=int, default=1)
-    p.add_argument("--zones", type=int, default=1)
+    add_cluster_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
-    extra = {"gate": {"send_rate": 1000, "send_burst": 1000}}
+    extra = dm_extra()
     if args.group_work is not None:
         extra["zone"] = {"group_work": args.group_work}
     rows = []
