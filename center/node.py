@@ -21,6 +21,7 @@ from cluster.envelopes import (Bind, Bound, Dlv, Group, Hello, Join, Kick, Mod, 
 from cluster.node import Node
 from cluster.replies import error
 from cluster.slots import SlotTable
+from cluster.stats import bus_counters
 from center.admin import AdminApi
 from center.ops import Ops
 from dc.store import ModerationStore, Store
@@ -184,5 +185,4 @@ class CenterNode(Node):
     def snapshot(self) -> dict:
         return {"node": self.name, "online": len(self.presence), "rooms": len(self.rooms),
                 "room_members": sum(sum(g.values()) for g in self.rooms.values()),
-                "bus_drops": self.bus.drops, "log_drops": self.bus.log_drops,
-                "counters": dict(self.stats)}
+                **bus_counters(self.bus), "counters": dict(self.stats)}

@@ -43,13 +43,16 @@ def push(ctx, addr: str, frame: bytes, client_keys=None, server_key=None):
     return sock
 
 
-def zone_refusals(cluster, zone: str) -> int:
+def ops(cluster) -> dict:
     host, port = cluster.admin_addr
     req = urllib.request.Request(f"http://{host}:{port}/v1/ops",
                                  headers={"Authorization": f"Bearer {cluster.secret}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        doc = json.load(resp)
-    view = next(z for z in doc["zones"] if z["node"] == zone)
+        return json.load(resp)
+
+
+def zone_refusals(cluster, zone: str) -> int:
+    view = next(z for z in ops(cluster)["zones"] if z["node"] == zone)
     return view.get("bus_refused", 0)
 
 
@@ -77,3 +80,15 @@ def test_only_a_node_key_gets_an_envelope_in(cluster):
         ctx.term()
     assert [rec["cid"] for rec in stored.values()] == ["node-key"], stored
     assert "unknown CURVE key" in cluster.log_text(zone)
+
+
+def test_center_counts_a_peer_without_keys(cluster):
+    center = cluster.cfg.nodes_of("center")[0]
+    before = ops(cluster)["center"]["bus_refused"]
+    ctx = zmq.Context()
+    try:
+        sock = push(ctx, center.bus_addr, packb([]))
+        poll_for(lambda: ops(cluster)["center"]["bus_refused"] > before, 30, "center to count the refused peer")
+        sock.close()
+    finally:
+        ctx.term()
