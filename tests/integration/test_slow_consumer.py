@@ -25,16 +25,27 @@ from client import dm_conv
 from cluster.slots import SlotTable
 from kit import Peer, conv_on_zone, fresh, frame, peers, split_frames, vm_rss_kib, wait_for, zone_names
 
+
+def kernel_send_buffer_max() -> int:
+    """The most a TCP send buffer grows to by autotuning here (tcp_wmem's max): a stalled
+    reader's kernel buffers take that much before the gate's outbox sees any of it."""
+    with open("/proc/sys/net/ipv4/tcp_wmem", encoding="ascii") as fh:
+        return int(fh.read().split()[2])
+
+
 OUTBOX = 256 * 1024
 LOGIN_TIMEOUT = 2
+DM_BODY = "y" * 4000
+# DMs to a stalled reader: past the socket buffers and the outbox together, by a quarter
+# (400 of them, 1.6 MB, fitted in a 4 MB autotuned send buffer now and then: no kick)
+DM_FLOOD = (kernel_send_buffer_max() + OUTBOX) * 5 // 4 // len(DM_BODY) + 1
 OVERRIDES = {"gate": {"outbox_bytes": OUTBOX, "send_rate": 100000, "send_burst": 100000,
-                      "login_timeout": LOGIN_TIMEOUT, "idle_timeout": 30}}
+                      "login_timeout": LOGIN_TIMEOUT, "idle_timeout": 30},
+             "chat": {"replay_max": DM_FLOOD}}     # the next login replays the whole flood
 FLOOD = 20000                    # room messages per phase
 RATE = 4000                      # per second, all senders together: the healthy readers keep up
 SENDERS = 2
 BODY = "x" * 300                 # ~0.4 KB per frame: FLOOD frames are ~8 MB
-DM_FLOOD = 400                   # DMs to a stalled reader: ~1.6 MB, far past outbox and socket buffers
-DM_BODY = "y" * 4000
 
 
 @pytest.fixture(scope="module")
