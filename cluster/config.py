@@ -71,6 +71,7 @@ class GateConf:
     failed_logins_per_ip: int = 50       # auth_failed answers per address per limit_window
     limit_window: float = 60             # seconds: the window of the limits above
     max_rooms: int = 100                 # rooms joined at once, per session
+    drain_over: float = 30               # zonechat drain: seconds its kicked{moving} are spread over
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,15 @@ class SupervisorConf:
 
 
 @dataclass(frozen=True)
+class MetricsConf:
+    """The supervisor's HTTP port on each host: /metrics, /healthz, /readyz (cluster/metrics_http.py).
+    ``host`` None: 127.0.0.1 for a one-host ``up``, the host's own address with ``up --host H``."""
+    host: str | None = None
+    port: int = 7791
+    scrape_timeout: float = 2.0     # seconds a node gets to answer the supervisor's scrape
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     name: str
     role: str
@@ -146,6 +156,8 @@ class NodeSpec:
     ws_port: int | None = None
     admin_port: int | None = None
     admin_host: str = "127.0.0.1"     # the admin endpoint stays on loopback unless set
+    public_tcp: str | None = None     # a gate's address as clients reach it ("host:port"),
+    public_ws: str | None = None      # e.g. behind a proxy: sent in kicked{moving}; else host:port
 
     @property
     def bus_addr(self) -> str:
@@ -155,7 +167,7 @@ class NodeSpec:
 SECTIONS = {
     "cluster": ClusterConf, "redis": RedisConf, "bus": BusConf, "gate": GateConf,
     "login": LoginConf, "chat": ChatConf, "log": LogConf, "supervisor": SupervisorConf,
-    "moderation": ModerationConf, "zone": ZoneConf,
+    "moderation": ModerationConf, "zone": ZoneConf, "metrics": MetricsConf,
 }
 
 
@@ -171,6 +183,7 @@ class Config:
     supervisor: SupervisorConf
     moderation: ModerationConf
     zone: ZoneConf
+    metrics: MetricsConf
     nodes: dict
     path: str = ""
 
@@ -262,6 +275,8 @@ def _validate(cfg: Config) -> None:
                           "redis.aof_rewrite_min_mb")
     if not cfg.redis.managed and not cfg.redis.url:
         raise ConfigError("with managed: false, set redis.url", "redis.url")
+    if not 0 < cfg.metrics.port < 65536:
+        raise ConfigError("must be a port number (1-65535)", "metrics.port")
     if cfg.chat.slots < 1:
         raise ConfigError("must be at least 1", "chat.slots")
     if cfg.moderation.filter_action not in ("mask", "refuse"):

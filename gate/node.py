@@ -60,6 +60,7 @@ class GateNode(Node):
         self.delivery = Delivery(self)
         self.server = None
         self.web = None                 # HTTP + WebSocket on ws_port (gate/http.py)
+        self.draining = False           # zonechat drain: accepting nothing, moving sessions away
         conf = self.conf                # abuse limits by client address (gate/limits.py)
         self.conns_per_ip = AddressCounts(conf.max_connections_per_ip)
         self.registers_per_ip = AddressWindows(conf.register_per_ip, conf.limit_window)

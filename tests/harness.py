@@ -85,13 +85,14 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def make_config(directory: str, overrides: dict | None = None) -> str:
     """Write a test config.yaml into ``directory`` (free ports, cheap argon2); its path."""
-    wanted = sum(len(n["ports"]) for n in NODES.values()) + 1
+    wanted = sum(len(n["ports"]) for n in NODES.values()) + 2
     ports = iter(free_ports(wanted))
     nodes = {}
     for name, node in NODES.items():
         nodes[name] = {"role": node["role"], "host": "127.0.0.1"}
         nodes[name].update({key: next(ports) for key in node["ports"]})
-    raw = _merge(TEST_DEFAULTS, {"nodes": nodes, "redis": {"port": next(ports)}})
+    raw = _merge(TEST_DEFAULTS, {"nodes": nodes, "redis": {"port": next(ports)},
+                               "metrics": {"port": next(ports)}})
     raw = _merge(raw, overrides)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "config.yaml")
