@@ -67,7 +67,22 @@ class CenterNode(Node):
             self.admin.start(self.spec.admin_host, self.spec.admin_port)
         for gate in self.gates:
             self.bus.send(gate, Hello(self.incarnation))
+        self.bus.watch_links(self.zone_names())
         return addr
+
+    def zone_names(self) -> list[str]:
+        return [n.name for n in self.config.nodes_of("zone")]
+
+    def metrics(self, fam) -> None:
+        fam.gauge("online_users", "users logged in on any gate (center's presence)", len(self.presence))
+        fam.gauge("rooms", "rooms with a member on some gate", len(self.rooms))
+        fam.counter("routed", "deliveries routed to gates, by kind (dlv: DM/group, rdlv: room/sys)",
+                    {k: self.stats.get(k, 0) for k in ("dlv", "rdlv")}, label="kind")
+        super().metrics(fam)
+
+    def ready_checks(self) -> dict:
+        """Center routes between zones and gates: it needs a live link to every zone."""
+        return {"zones": all(self.bus.linked(z) for z in self.zone_names())}
 
     def on_bind(self, env: Bind) -> None:
         old = self.presence.get(env.user)

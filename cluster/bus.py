@@ -32,6 +32,7 @@ import zmq.green as zmq
 from cluster import envelopes, keys, zap
 from cluster.codec import packb
 from cluster.envelopes import Malformed, Rec, Recs
+from cluster.links import Link
 
 log = logging.getLogger("zonechat.bus")
 
@@ -51,6 +52,7 @@ class Bus:
         self.drops = 0
         self.log_drops = 0
         self._peers: dict = {}
+        self._links: dict = {}          # peer -> Link (watch_links), for readiness
         self._pending: dict = {}
         self._flush_scheduled = False
         self._flush_timer = None
@@ -110,6 +112,21 @@ class Bus:
             sock.connect(self.config.node(peer).bus_addr)
             self._peers[peer] = sock
         return sock
+
+    def watch_links(self, peers) -> None:
+        """Connect to ``peers`` now and follow whether each link is up (cluster/links.py)."""
+        for peer in peers:
+            if peer not in self._links:
+                self._links[peer] = Link(self._socket(peer))
+
+    def linked(self, peer: str) -> bool:
+        link = self._links.get(peer)
+        return link is not None and link.up
+
+    @property
+    def queued(self) -> int:
+        """Envelopes and log records waiting to leave (each bounded by ``hwm``)."""
+        return sum(len(b) for b in self._pending.values()) + len(self._records)
 
     @property
     def refused(self) -> int:
@@ -263,6 +280,8 @@ class Bus:
             self._records_timer.stop()
         self.flush_records()
         self.flush()
+        for link in self._links.values():
+            link.close()
         for sock in self._peers.values():
             sock.close()
         self.unwatch()

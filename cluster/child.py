@@ -98,7 +98,8 @@ class Child:
         try:
             self.popen = subprocess.Popen(
                 list(self.spec.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log, cwd=PROJECT_ROOT, env=child_env(), process_group=0,
+                stderr=log, cwd=PROJECT_ROOT, env=dict(child_env(), ZONECHAT_RESTARTS=str(self.restarts)),
+                process_group=0,
                 preexec_fn=die_with_parent(os.getpid()))
         except BaseException:
             log.close()

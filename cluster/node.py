@@ -24,6 +24,7 @@ from cluster import config as config_mod
 from cluster.bus import Bus
 from cluster.envelopes import Rep
 from cluster.keys import KeyFileError
+from cluster.metrics import MetricsServer, bus_families
 from cluster.secrets import SecretError
 
 # Cyclic GC: young collections every 10,000 net allocations instead of 700 (a hot role
@@ -50,14 +51,23 @@ class Node:
         self.greenlets = Group()
         self.stopped = Event()
         self.exit_code = 0
+        self.metrics_server = MetricsServer(self)
 
-    # roles override these two
+    # roles override these four
     def setup(self) -> str:
         """Bind sockets and register bus handlers; return the address to print as ready."""
         return self.bus.bind()
 
     def shutdown(self) -> None:
         """Release role resources after the greenlets stopped."""
+
+    def metrics(self, fam) -> None:
+        """Add this node's Prometheus families to ``fam`` (cluster/metrics.py Families)."""
+        bus_families(fam, self.bus)
+
+    def ready_checks(self) -> dict:
+        """{check: bool}: the node can do its job when all are true (``/readyz``)."""
+        return {}
 
     def answer(self, to: str, req: int, body: bytes) -> None:
         """Answer request ``req`` of node ``to`` with an encoded body (cluster/replies.py)."""
@@ -78,6 +88,10 @@ class Node:
 
     def start(self) -> str:
         addr = self.setup()
+        try:
+            self.metrics_server.start()
+        except OSError as exc:          # chat goes on; the node shows as unreachable in /readyz
+            self.log.error("metrics socket not served: %s", exc)
         if self.inline_inbox:
             self.bus.watch()
         else:
@@ -90,6 +104,7 @@ class Node:
     def run_until_stopped(self) -> int:
         self.stopped.wait()
         self.log.info("%s %s stopping", self.role, self.name)
+        self.metrics_server.close()
         try:
             self.shutdown()
         finally:

@@ -30,6 +30,21 @@ def error(code: str, reason: str, **extra) -> bytes:
     return packb({"t": "error", "code": code, "reason": reason, **extra})
 
 
+_ERROR_HEAD = packb("t") + packb("error") + packb("code")
+
+
+def error_code(body: bytes) -> str | None:
+    """The code of an encoded ``error`` body (as ``error`` builds them), else None: a
+    prefix compare, so a gate can count the errors it sends without decoding replies."""
+    if body[1:1 + len(_ERROR_HEAD)] != _ERROR_HEAD:
+        return None
+    at = 1 + len(_ERROR_HEAD)
+    head = body[at] if len(body) > at else 0
+    if 0xa0 <= head <= 0xbf:
+        return body[at + 1:at + 1 + (head & 0x1f)].decode("utf-8", "replace")
+    return "other"
+
+
 def unavailable(reason: str, retry_ms: int = 1000) -> bytes:
     """Nothing was done; the client may retry after ``retry_ms``."""
     return error("unavailable", reason, retry_ms=retry_ms)

@@ -4,11 +4,16 @@ One ``Stats`` envelope (cluster/envelopes.py) per node per second, queued on
 the bus like any other envelope (it leaves in the next batch to center, so it costs no
 extra ZeroMQ message under load). ``counters`` is a small map of cumulative numbers and
 current sizes, plus ``t`` (the node's clock, seconds): center computes per-second rates
-from two successive reports (``center/ops.py``).
+from two successive reports (``center/ops.py``), and ``proc``: the process's CPU seconds
+(user + system), resident memory and open files now, its start time and how many times
+the supervisor restarted this node (``$ZONECHAT_RESTARTS``, set by cluster/child.py).
 """
 from __future__ import annotations
 
+import os
 import time
+
+import psutil
 
 from cluster.envelopes import Stats
 
@@ -19,9 +24,11 @@ def report_loop(node, counters, every: float = STATS_EVERY) -> None:
     """Run as an owned greenlet: send ``counters()`` to center every ``every`` seconds.
     A failing ``counters`` skips that report (logged): the view never stops a node."""
     center = node.config.nodes_of("center")[0].name
+    proc = Proc()
     while not node.stopped.wait(every):
         try:
             body = counters()
+            body["proc"] = proc.sample()
         except Exception:
             node.log.exception("stats report of %s failed", node.name)
             continue
@@ -33,3 +40,19 @@ def bus_counters(bus) -> dict:
     """What every role's bus lost (envelopes to peers, records to the log role) and the
     peers its inbox refused."""
     return {"bus_drops": bus.drops, "log_drops": bus.log_drops, "bus_refused": bus.refused}
+
+
+class Proc:
+    """This process as ``psutil`` sees it, for the ``proc`` field of a report."""
+
+    def __init__(self):
+        self.process = psutil.Process()
+        self.started_at = self.process.create_time()
+        self.restarts = int(os.environ.get("ZONECHAT_RESTARTS", "0") or 0)
+
+    def sample(self) -> dict:
+        with self.process.oneshot():
+            cpu = self.process.cpu_times()
+            return {"cpu_s": round(cpu.user + cpu.system, 3), "rss": self.process.memory_info().rss,
+                    "fds": self.process.num_fds(), "started_at": self.started_at,
+                    "restarts": self.restarts}

@@ -14,6 +14,8 @@ circus semantics, for one host's share of the config:
 - stop (SIGTERM/SIGINT/SIGHUP to the supervisor): tiers in reverse order, each process
   SIGTERM, then SIGKILL after ``graceful_timeout``; a second signal SIGKILLs at once.
 - the state file (see ``cluster.runstate``) says who runs where, for ``status``/``down``.
+- the metrics port (cluster/metrics_http.py) serves this host's nodes' Prometheus metrics,
+  ``/healthz`` and ``/readyz`` from before the first tier starts until the last one stopped.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from gevent.event import Event
 
 from cluster import redis_server, runstate, secrets
 from cluster.child import Child
+from cluster.metrics_http import MetricsHttp, MetricsHttpError
 
 START_ORDER = ("redis", "dc", "log", "login", "zone", "center", "gate")
 BACKOFF_BASE = 0.25        # seconds before the first restart; doubles per recent restart
@@ -149,6 +152,7 @@ class Supervisor:
         self.stopping = Event()
         self.watchers = gevent.pool.Group()
         self.exit_code = 0
+        self.http = MetricsHttp(self)
 
     def _policy(self) -> RestartPolicy:
         c = self.cfg.supervisor
@@ -161,6 +165,10 @@ class Supervisor:
         for sub in ("logs", "run", "redis"):
             os.makedirs(os.path.join(self.cfg.data_dir, sub), exist_ok=True)
         with runstate.exclusive(self.state_path):
+            try:
+                self.http.start()
+            except MetricsHttpError as exc:
+                raise SupervisorError(str(exc)) from None
             handlers = [gevent.signal_handler(s, self._on_signal)
                         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]
             try:
@@ -173,6 +181,7 @@ class Supervisor:
             finally:
                 for h in handlers:
                     h.cancel()
+                self.http.stop()
                 runstate.remove(self.state_path)
         return self.exit_code
 

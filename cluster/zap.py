@@ -45,7 +45,7 @@ class KnownKeys:
         return False
 
 
-class _FdReader:
+class FdReader:
     """Call ``handle(socket)`` from the hub whenever ``sock`` may have input (ZMQ_FD is
     edge-triggered: ``handle`` reads until EAGAIN, or DRAIN items and reschedules)."""
 
@@ -84,7 +84,7 @@ class HubAuthenticator(zmq.auth.Authenticator):
 
     def start(self) -> None:
         super().start()
-        self._reader = _FdReader(self.zap_socket, self._handle)
+        self._reader = FdReader(self.zap_socket, self._handle)
 
     def _handle(self, msg) -> None:
         # handle_zap_message is a coroutine only to await async providers; ours is not,
@@ -111,7 +111,7 @@ class Refusals:
         self.count = 0
         self._reasons: set = set()
         self._monitor = sock.get_monitor_socket(FAILED)
-        self._reader = _FdReader(self._monitor, self._event)
+        self._reader = FdReader(self._monitor, self._event)
 
     def _event(self, msg) -> None:
         try:

@@ -12,6 +12,7 @@ from gevent.event import Event
 
 from cluster import convs
 from cluster.envelopes import Block, Logout, Mod, Recv
+from cluster.metrics import redis_answers
 from cluster.node import Node
 from cluster.replies import OK, error, unavailable
 from cluster.stats import bus_counters, report_loop
@@ -49,6 +50,15 @@ class DcNode(Node):
             redis = {"error": str(exc)}
         return {"redis": redis, "queue": len(self.queue), "dropped": self.dropped,
                 **bus_counters(self.bus)}
+
+    def metrics(self, fam) -> None:
+        fam.gauge("queue", "cursor and logout writes waiting for Redis", len(self.queue))
+        fam.counter("dropped", "cursor writes dropped past the queue bound (pushed again at login)",
+                    self.dropped)
+        super().metrics(fam)
+
+    def ready_checks(self) -> dict:
+        return {"redis": redis_answers(self.store)}
 
     def shutdown(self) -> None:
         self.store.close()

@@ -18,8 +18,9 @@ from gevent.pool import Pool
 
 from cluster.codec import ProtocolError, decode_body, packb
 from cluster.envelopes import Kick, Presence, Unbind
+from cluster.metrics import ACK_BOUNDS, Buckets
 from cluster.node import Node
-from cluster.replies import error
+from cluster.replies import error, error_code
 from cluster.slots import SlotTable
 from gate import handlers
 from gate import stats as gate_stats
@@ -56,6 +57,9 @@ class GateNode(Node):
         self.login_timeout = max(self.conf.request_timeout, 10.0)
         self.stats = collections.Counter()
         self.frames_in = self.frames_out = self.closed_dropped = 0    # ops view: gate/stats.py
+        self.replies = 0                # of frames_out: answers to requests, errors included
+        self.errors = collections.Counter()     # error frames sent, by code
+        self.ack_seconds = Buckets(ACK_BOUNDS)  # a send forwarded -> its answer
         self.rooms = Rooms(self)
         self.delivery = Delivery(self)
         self.server = None
@@ -79,6 +83,7 @@ class GateNode(Node):
             self.web.start()
         self.spawn(self.deadline_worker)
         gate_stats.start(self)
+        self.bus.watch_links([self.center_node(), *self.zone_nodes()])
         self.bus.send(self.center_node(), self.presence([]))
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
@@ -92,6 +97,12 @@ class GateNode(Node):
             s.queue(s.encode(body))
             s.flush_blocking(timeout=0.5)
             s.abort()
+
+    def metrics(self, fam) -> None:
+        gate_stats.metrics(self, fam)
+
+    def ready_checks(self) -> dict:
+        return gate_stats.ready_checks(self)
 
     def new_id(self) -> int:
         """Session ids and request numbers: one counter from a random start per incarnation."""
@@ -109,6 +120,9 @@ class GateNode(Node):
 
     def dc_node(self) -> str:
         return self.config.nodes_of("dc")[0].name
+
+    def zone_nodes(self) -> list[str]:
+        return [n.name for n in self.config.nodes_of("zone")]
 
     def center_node(self) -> str:
         return self.config.nodes_of("center")[0].name
@@ -180,6 +194,10 @@ class GateNode(Node):
         if s.queue(s.encode(body)):
             self.mark_dirty(s)
         self.frames_out += 1
+        self.replies += 1
+        code = error_code(body)
+        if code is not None:
+            self.errors[code] += 1
         self.bus.record("out", s.sid, s.user, body if logged is None else logged, 1)
 
     def mark_dirty(self, s: Session) -> None:

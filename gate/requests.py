@@ -25,6 +25,7 @@ class Pending(NamedTuple):
     session: object
     rid: int | None
     env: tuple              # the envelope as forwarded
+    at: float               # time.monotonic() when forwarded (ack latency: gate/stats.py)
 
 
 class RequestKind(NamedTuple):
@@ -101,9 +102,10 @@ class Requests:
         req = gate.new_id()
         env = cls(gate.name, req, *fields)
         s.inflight += 1
-        self.pending[req] = Pending(s, rid, env)
+        now = time.monotonic()
+        self.pending[req] = Pending(s, rid, env, now)
         timeout = timeout or gate.conf.request_timeout
-        self.deadlines[timeout].append((time.monotonic() + timeout, req))
+        self.deadlines[timeout].append((now + timeout, req))
         gate.bus.send(peer, env)
 
     def take(self, req: int) -> Pending | None:
@@ -117,6 +119,8 @@ class Requests:
         p = self.take(rep.req)
         if p is None:
             return
+        if p.env.KIND == "send":
+            self.gate.ack_seconds.observe(time.monotonic() - p.at)
         kind = KINDS.get(p.env.KIND, PLAIN)
         if kind.before_reply is not None:
             kind.before_reply(self.gate, p, rep)

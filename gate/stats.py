@@ -11,6 +11,7 @@ sessions open or closed: ``closed_dropped`` keeps those of closed sessions), ``h
 """
 from __future__ import annotations
 
+from cluster.metrics import bus_families
 from cluster.stats import bus_counters, report_loop
 
 KICKED = "kicked_"
@@ -35,3 +36,35 @@ def counters(gate) -> dict:
         "kicks": {k[len(KICKED):]: n for k, n in gate.stats.items() if k.startswith(KICKED)},
         "pending": len(gate.requests), **bus_counters(gate.bus),
     }
+
+
+def metrics(gate, fam) -> None:
+    """The gate's Prometheus families (cluster/metrics.py), from the same counters."""
+    c = counters(gate)
+    fam.gauge("sessions", "client connections (TCP and WebSocket)", c["sessions"])
+    fam.gauge("users", "logged-in users", c["users"])
+    fam.gauge("websocket_sessions", "WebSocket connections", c["ws_sessions"])
+    fam.gauge("rooms", "rooms with a member on this gate", c["rooms"])
+    fam.gauge("requests_pending", "requests forwarded and awaiting their answer", c["pending"])
+    fam.gauge("draining", "1 while zonechat drain moves this gate's sessions away", int(gate.draining))
+    fam.counter("frames_in", "client frames decoded", c["frames_in"])
+    fam.counter("frames_out", "frames queued for clients", c["frames_out"])
+    fam.counter("deliveries", "messages queued for clients: DMs, group, room and sys pushes, replay",
+                gate.frames_out - gate.replies)
+    fam.counter("dropped", "frames not delivered, by policy: live (room/sys to a slow reader), "
+                "held (live DMs past the replay bound, filled later)",
+                {"live": c["live_dropped"], "held": c["held_dropped"]}, label="policy")
+    fam.counter("kicks", "sessions kicked, by reason", c["kicks"], label="reason")
+    fam.counter("errors", "error frames sent to clients, by code", dict(gate.errors), label="code")
+    fam.counter("request_timeouts", "requests answered unavailable for want of an answer", c["timeouts"])
+    fam.counter("refused_per_ip", "connections refused past gate.max_connections_per_ip",
+                c["refused_per_ip"])
+    fam.histogram("ack_seconds", "a send forwarded to its zone until its answer (ack)", gate.ack_seconds)
+    bus_families(fam, gate.bus)
+
+
+def ready_checks(gate) -> dict:
+    """A gate can serve with a live link to center and to every zone, and is not draining."""
+    return {"center": gate.bus.linked(gate.center_node()),
+            "zones": all(gate.bus.linked(z) for z in gate.zone_nodes()),
+            "accepting": not gate.draining}

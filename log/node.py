@@ -153,6 +153,17 @@ class LogNode(Node):
         if isinstance(counters, dict) and isinstance(counters.get("log_drops"), int):
             self.sender_drops[str(node)] = counters["log_drops"]
 
+    def metrics(self, fam) -> None:
+        fam.counter("records_received", "traffic and audit records received", self.received)
+        fam.counter("records_dropped", "records dropped: backlog full or a failed write", self.dropped)
+        fam.counter("write_errors", "file writes that failed (their batch is dropped)", self.write_errors)
+        fam.gauge("backlog", "records waiting to be written", len(self.backlog))
+        super().metrics(fam)
+
+    def ready_checks(self) -> dict:
+        """The log role keeps up while its backlog has room."""
+        return {"backlog": len(self.backlog) < self.config.log.queue_max}
+
     def stats(self) -> dict:
         return {
             "received": self.received, "dropped": self.dropped, "malformed": self.malformed,

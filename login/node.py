@@ -37,6 +37,7 @@ from gevent.pool import Pool
 from cluster import convs, tokens
 from cluster.codec import packb, unpackb
 from cluster.envelopes import Bind, Bound, Login, Register, Resume, Resumed, Welcome
+from cluster.metrics import redis_answers
 from cluster.node import Node
 from cluster.replies import OK, Refused, unavailable
 from cluster.stats import bus_counters, report_loop
@@ -73,6 +74,7 @@ class LoginNode(Node):
         self._bind_ids = itertools.count(1)
         self.center = config.nodes_of("center")[0].name
         self.stats = collections.Counter()
+        self.results = collections.Counter()    # (login | register | resume, ok | error code)
 
     def setup(self) -> str:
         addr = self.bus.bind()
@@ -81,6 +83,7 @@ class LoginNode(Node):
         self.bus.on(Bound, self.on_bound)
         self.bus.on(Resume, lambda env: self.run(self.resume, env))
         self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
+        self.bus.watch_links([self.config.nodes_of("center")[0].name])
         return addr
 
     def shutdown(self) -> None:
@@ -93,6 +96,23 @@ class LoginNode(Node):
         answers by kind, the hash pool's work and refusals, and what is in flight."""
         return {**self.stats, **self.hashes.counters(), "in_flight": len(self.pool),
                 **bus_counters(self.bus)}
+
+    def metrics(self, fam) -> None:
+        for kind in ("login", "register"):
+            by = {result: n for (k, result), n in self.results.items() if k == kind}
+            fam.counter(kind + "s", f"{kind} requests answered, by result (ok or the error code)",
+                        by, label="result")
+        hashes = self.hashes.counters()
+        fam.counter("hashes", "password hashes computed", hashes["hashes"])
+        fam.gauge("hash_waiting", "logins and registers waiting for a hash thread", hashes["hash_waiting"])
+        fam.counter("hash_refused", "requests refused: the hash queue was full", hashes["hash_full"])
+        fam.counter("hash_late", "requests dropped: their hash would come too late", hashes["hash_late"])
+        fam.gauge("in_flight", "requests being handled", len(self.pool))
+        super().metrics(fam)
+
+    def ready_checks(self) -> dict:
+        return {"redis": redis_answers(self.store),
+                "center": self.bus.linked(self.config.nodes_of("center")[0].name)}
 
     def run(self, fn, env) -> None:
         """``fn(env, deadline)`` in the bounded pool; a request it cannot take answers
@@ -107,14 +127,17 @@ class LoginNode(Node):
             fn(env, deadline)
         except Refused as exc:
             self.stats[exc.code] += 1
+            self.results[(env.KIND, exc.code)] += 1
             self.answer(env.gate, env.req, exc.body())
         except HashBusy as exc:
             self.stats["unavailable"] += 1
+            self.results[(env.KIND, "unavailable")] += 1
             self.answer(env.gate, env.req, unavailable(f"login is busy ({exc}); retry",
                                                        retry_ms=BUSY_RETRY_MS))
         except StoreUnavailable as exc:
             self.log.warning("store unavailable: %s", exc)
             self.stats["unavailable"] += 1
+            self.results[(env.KIND, "unavailable")] += 1
             self.answer(env.gate, env.req, unavailable("storage is unavailable; retry"))
 
     # -- register -----------------------------------------------------------------------
@@ -132,6 +155,7 @@ class LoginNode(Node):
         if not self.store.create_user(user, pwhash):     # registered meanwhile
             raise Refused("user_exists", f"the name {user} is taken")
         self.stats["registered"] += 1
+        self.results[("register", "ok")] += 1
         self.answer(env.gate, env.req, OK)
 
     # -- login --------------------------------------------------------------------------
@@ -147,6 +171,7 @@ class LoginNode(Node):
         body = {"t": "welcome", "user": user, "token": token, "expires": expires,
                 "convs": last, "ts": int(time.time() * 1000)}
         self.stats["welcome"] += 1
+        self.results[("login", "ok")] += 1
         self.bus.send(env.gate, Welcome(env.req, user, packb(body), replay, sorted(blocked)))
 
     def resume(self, env: Resume, _deadline: float) -> None:

@@ -23,11 +23,13 @@ from cluster import convs, envelopes
 from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb, unpackb
 from cluster.envelopes import Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync
 from cluster.lru import LruSet
+from cluster.metrics import STORE_BOUNDS, Buckets
 from cluster.node import Node
 from cluster.replies import OK, Refused
 from cluster.slots import SlotTable
 from cluster.stats import bus_counters, report_loop
 from dc.store import Store, StoreItem, StoreUnavailable
+from zone import metrics as zone_metrics
 from zone.groups import Groups, GroupWork, named_users
 from zone.moderation import Moderation, WordFilter
 from zone.recent import Journal, journal_path
@@ -65,7 +67,9 @@ class ZoneNode(Node):
         self.wake = Event()
         self.known_users = LruSet(caches.user_cache)   # names known to exist: see learn_users
         self._last_tick = 0.0
-        self.stored = 0                 # messages stored (resends excluded), for the ops view
+        self.stored = collections.Counter()     # messages stored (resends excluded), by conv prefix
+        self.store_seconds = Buckets(STORE_BOUNDS)  # one store call of a tick (zone/metrics.py)
+        self.redis_errors = 0           # store calls that failed (StoreUnavailable)
         self.errors = collections.Counter()     # error replies by code
 
     def setup(self) -> str:
@@ -81,8 +85,14 @@ class ZoneNode(Node):
 
     def ops_counters(self) -> dict:
         """This zone's report to center's operator view (``cluster/stats.py``)."""
-        return {"slots": len(self.table.slots_of(self.name)), "stored": self.stored,
+        return {"slots": len(self.table.slots_of(self.name)), "stored": sum(self.stored.values()),
                 "errors": dict(self.errors), "queue": len(self.queue), **bus_counters(self.bus)}
+
+    def metrics(self, fam) -> None:
+        zone_metrics.metrics(self, fam)
+
+    def ready_checks(self) -> dict:
+        return zone_metrics.ready_checks(self)
 
     @staticmethod
     def delivery_peers(config) -> list:
@@ -164,6 +174,7 @@ class ZoneNode(Node):
                     self.handle_one(r)
         except StoreUnavailable as exc:
             self.log.warning("store unavailable: %s", exc)
+            self.redis_errors += 1
             for r in run:
                 self.refuse(r, Refused("unavailable", "storage is unavailable; retry later", retry_ms=1000))
 
@@ -284,7 +295,9 @@ class ZoneNode(Node):
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
                                    cap=self.cap_of(r.conv), deadline=r.deadline))
         self.journal.note(now_ms, [r.conv for r in reqs if convs.is_durable(r.conv)])
+        began = time.perf_counter()
         results = self.store.store_batch(items)
+        self.store_seconds.observe(time.perf_counter() - began)
         resent = []
         for r, result in zip(reqs, results):
             if result is None:
@@ -294,7 +307,7 @@ class ZoneNode(Node):
                 self.ack(r, seq, ts)
                 resent.append((r, seq, ts))
             else:
-                self.stored += 1
+                self.stored[r.conv[:1]] += 1
                 self.deliver(r, seq, msg_record(r.prefix, seq), acked=ts)
         self.redeliver(resent)
 
