@@ -53,6 +53,7 @@ LAZY_COMMANDS = {                           # imported on use: the CLI loads wit
     "admin": "cluster.admin:admin",
     "chat": "client.terminal:chat",
     "loadtest": "tools.load.command:loadtest",
+    "metrics": "cluster.metrics_cli:metrics",
     "log": "log.cli:log",
 }
 
