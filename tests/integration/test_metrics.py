@@ -10,15 +10,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import urllib.error
 import urllib.request
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import Client, dm_conv
-from harness import poll_for
+from harness import REPO, poll_for
 
 PASSWORD = "password123"
 WAIT = 20.0
@@ -57,6 +59,14 @@ def scrape(cluster) -> dict:
         for s in fam.samples:
             samples.setdefault(s.name, []).append((s.labels, s.value))
     return samples
+
+
+def declared(cluster) -> set:
+    """Every series name /metrics declares (a labelled counter may have no sample yet)."""
+    _, _, body = http_get(cluster, "/metrics")
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {fam.name + suffix for fam in text_string_to_metric_families(body.decode())
+            for suffix in suffixes.get(fam.type, ("",))}
 
 
 def value(samples: dict, name: str, **labels) -> float:
@@ -186,3 +196,22 @@ def test_a_gate_without_its_zone_is_not_ready(cluster):
     assert status == 503 and not json.loads(body)["nodes"]["zone2"]["serving"]
     cluster.wait_ready("zone2", old_pid=old)
     poll_for(lambda: http_get(cluster, "/readyz?node=gate1")[0] == 200, WAIT, "gate1 ready again")
+
+
+def metric_names_in(text: str) -> set:
+    """Every zonechat_*/process_* series a PromQL text names (regex matchers expanded by
+    the caller), histogram suffixes left on."""
+    return set(re.findall(r"\b((?:zonechat|process)_[a-z_]+)\b", text))
+
+
+def test_every_series_the_dashboard_and_alerts_use_exists(cluster, traffic):
+    with open(os.path.join(REPO, "docs", "grafana", "zonechat.json"), encoding="utf-8") as fh:
+        exprs = [t["expr"] for p in json.load(fh)["panels"] for t in p["targets"]]
+    with open(os.path.join(REPO, "docs", "prometheus", "alerts.yml"), encoding="utf-8") as fh:
+        exprs += [r["expr"] for g in yaml.safe_load(fh)["groups"] for r in g["rules"]]
+    scraped = declared(cluster)
+    for expr in exprs:
+        for pattern in re.findall(r'__name__=~"([^"]+)"', expr):
+            assert any(re.fullmatch(pattern, name) for name in scraped), (pattern, expr)
+        for name in metric_names_in(re.sub(r'\{__name__=~"[^"]+"\}', "", expr)):
+            assert name in scraped, (name, expr)

@@ -25,11 +25,11 @@ PASSWORD = "password123"
 WAIT = 45.0
 
 
-def prometheus_binary() -> str:
-    path = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
+def prometheus_binary(name: str = "prometheus") -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin")
     if path:
         return path
-    why = "Debian's prometheus is not installed (apt-get install prometheus)"
+    why = f"Debian's prometheus ({name}) is not installed (apt-get install prometheus)"
     if os.environ.get("CI"):
         pytest.fail(why + " — CI must install it (.ci/run)", pytrace=False)
     pytest.skip(why)
@@ -109,3 +109,11 @@ def test_prometheus_scrapes_the_cluster_and_a_rate_comes_back(cluster, prometheu
     finally:
         a.close()
         b.close()
+
+
+def test_the_shipped_alert_rules_load_in_prometheus():
+    """docs/prometheus/alerts.yml is a valid rule file (promtool, from the same package)."""
+    done = subprocess.run([prometheus_binary("promtool"), "check", "rules",
+                           os.path.join(REPO, "docs", "prometheus", "alerts.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
