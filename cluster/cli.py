@@ -28,8 +28,8 @@ from importlib import metadata
 import click
 
 from cluster import config as config_mod
-from cluster import keys, provision, runstate, secrets
-from cluster.child import PROJECT_ROOT, child_env
+from cluster import keys, output, provision, runstate, secrets
+from cluster.child import PROJECT_ROOT, child_env, open_log
 from cluster.redis_server import RedisServerError
 from cluster.supervisor import START_ORDER, Supervisor, SupervisorError, address_lines, build_tiers
 
@@ -114,16 +114,26 @@ def up(config_path: str, host: str | None, detach: bool) -> None:
     have been copied here (zonechat keys init)."""
     cfg = load_config(config_path)
     try:
-        provision.prepare(cfg, host, out=click.echo)
         if detach:
+            provision.prepare(cfg, host, out=click.echo)
             build_tiers(cfg, host)          # a config that cannot run fails here, not in the background
             _up_detached(cfg, host)
             return
-        code = Supervisor(cfg, host, out=click.echo).run()
+        code = _up_foreground(cfg, host)
     except (SupervisorError, RedisServerError, runstate.AlreadyRunning, provision.ProvisionError,
             secrets.SecretError, keys.KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _up_foreground(cfg, host: str | None) -> int:
+    """Run the supervisor here. Its lines (and provisioning's) go to supervisor.log with a
+    timestamp and to stdout best-effort (cluster.output): a closed stdout (``make up | tee``
+    and Ctrl-C) must not stop the ordered stop."""
+    output.ignore_sigpipe()
+    with output.SupervisorOutput(output.log_path(cfg.data_dir, host), output.stdout_fd()) as out:
+        provision.prepare(cfg, host, out=out)
+        return Supervisor(cfg, host, out=out).run()
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -152,12 +162,13 @@ def _up_detached(cfg, host: str | None) -> None:
     doc = runstate.read(path)
     if doc and runstate.alive(doc.get("pid"), doc.get("create_time")):
         raise click.ClickException(f"already running (supervisor pid {doc['pid']})")
-    log_path = os.path.join(cfg.data_dir, "logs", os.path.basename(path)[:-5] + ".log")
+    log_path = output.log_path(cfg.data_dir, host)      # the supervisor writes it (cluster.output)
+    out_path = log_path[:-len(".log")] + ".out"          # its console: plain lines, tracebacks
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     argv = [sys.executable, "-m", "cluster.cli", "up", "-c", cfg.path] + (["--host", host] if host else [])
-    with open(log_path, "ab") as log:
-        offset = log.tell()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    with open_log(out_path) as console:
+        offset = console.tell()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=PROJECT_ROOT, env=child_env())
     timeout = cfg.supervisor.ready_timeout * (len(START_ORDER) + 1) + 30
     deadline = time.monotonic() + timeout
@@ -169,7 +180,7 @@ def _up_detached(cfg, host: str | None) -> None:
                 click.echo(line)
             return
         if proc.poll() is not None:
-            click.echo(_read_from(log_path, offset), err=True, nl=False)
+            click.echo(_read_from(out_path, offset), err=True, nl=False)
             raise click.ClickException(f"the supervisor exited with code {proc.returncode}; see {log_path}")
         time.sleep(POLL)
     proc.send_signal(signal.SIGTERM)

@@ -181,7 +181,8 @@ def test_up_detach_prints_the_addresses_after_cluster_ready(detached):
     assert printed[0].split()[:2] == ["chat", "page"] and printed[2].split()[:2] == ["ops", "page"]
     assert printed[3].split()[0] == "TCP" and printed[3].endswith("(gate1)")
     # the supervisor prints them too (the foreground path), right after its exact ready line
-    log = running.log_text("supervisor")
+    with open(os.path.join(running.data_dir, "logs", "supervisor.out"), encoding="utf-8") as fh:
+        log = fh.read()                 # its console (plain lines); supervisor.log is timestamped
     assert "\ncluster ready\n" in log
     assert [address_of(line) for line in after_ready(log, "cluster ready")[:len(want)]] == want
 
