@@ -35,6 +35,8 @@ def counters(gate) -> dict:
         "refused_per_ip": gate.stats["refused_per_ip"],
         "kicks": {k[len(KICKED):]: n for k, n in gate.stats.items() if k.startswith(KICKED)},
         "pending": len(gate.requests), **bus_counters(gate.bus),
+        "ack_counts": list(gate.ack_seconds.counts), "deliveries": gate.frames_out - gate.replies,
+        "errors": dict(gate.errors),
     }
 
 

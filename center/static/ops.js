@@ -1,11 +1,20 @@
 // The operator view: asks for the cluster secret (kept in this tab's sessionStorage), then
-// polls GET /v1/ops once a second with Authorization: Bearer and draws what it answers.
+// polls GET /v1/ops once a second with Authorization: Bearer and draws what it answers:
+// summary cards, the graphs of the last 15 minutes (ops_graphs.js), a table per role and
+// the processes, the last admin actions; the forms send admin actions (ops_actions.js).
 // Every value goes into the page as text (textContent), never as HTML.
+
+import { Actions } from "./ops_actions.js";
+import { Graphs } from "./ops_graphs.js";
+import { DASH, ago, bytes, clock, duration, millis, num, pairs, percent, rate } from "./ops_format.js";
 
 const KEY = "zonechat.ops.secret";
 const POLL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 let generation = 0;          // a new secret or a 401 stops the previous polling loop
+let timer = null;
+let inflight = false, again = false;
+const graphs = new Graphs(document);
 
 function setStatus(state, text) {
   const el = $("status");
@@ -17,21 +26,6 @@ function notice(text, kind = "error") {
   $("notice-text").textContent = text;
   $("notice").dataset.kind = kind;
   $("notice").hidden = !text;
-}
-
-function num(v) {
-  if (v === null || v === undefined) return "–";
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
-}
-
-function pairs(map) {
-  const keys = Object.keys(map || {}).filter((k) => map[k]);
-  return keys.length ? keys.sort().map((k) => `${k} ${map[k]}`).join(", ") : "–";
-}
-
-function age(node) {
-  if (node.age_s === null || node.age_s === undefined) return "no report";
-  return `${node.age_s.toFixed(1)} s ago`;
 }
 
 function row(node, cells) {
@@ -48,20 +42,29 @@ function row(node, cells) {
 }
 
 function gateRow(g) {
-  const drops = `live ${num(g.live_dropped)} · held ${num(g.held_dropped)} · bus ${num(g.bus_drops)}`;
+  const dropped = g.age_s === null ? DASH : num((g.live_dropped || 0) + (g.held_dropped || 0));
   return row(g, [
     ["node", g.node], ["sessions", num(g.sessions)], ["users", num(g.users)],
-    ["rooms", num(g.rooms)], ["in_per_s", num(g.in_per_s)], ["out_per_s", num(g.out_per_s)],
-    ["frames_in", num(g.frames_in)], ["frames_out", num(g.frames_out)],
-    ["drops", g.age_s === null ? "–" : drops], ["kicks", pairs(g.kicks)], ["age", age(g)],
+    ["rooms", num(g.rooms)], ["in_per_s", rate(g.in_per_s)], ["out_per_s", rate(g.out_per_s)],
+    ["deliveries_per_s", rate(g.deliveries_per_s)], ["errors_per_s", rate(g.errors_per_s)],
+    ["ack_p99_ms", millis(g.ack_p99_ms)], ["dropped", dropped], ["kicks", pairs(g.kicks)],
+    ["age", ago(g)],
   ]);
 }
 
 function zoneRow(z) {
   return row(z, [
-    ["node", z.node], ["slots", num(z.slots)], ["stored_per_s", num(z.stored_per_s)],
-    ["stored", num(z.stored)], ["errors", pairs(z.errors)], ["queue", num(z.queue)],
-    ["bus_drops", num(z.bus_drops)], ["age", age(z)],
+    ["node", z.node], ["slots", num(z.slots)], ["stored_per_s", rate(z.stored_per_s)],
+    ["stored", num(z.stored)], ["errors_per_s", rate(z.errors_per_s)], ["errors", pairs(z.errors)],
+    ["queue", num(z.queue)], ["age", ago(z)],
+  ]);
+}
+
+function procRow(role, n) {
+  return row(n, [
+    ["node", n.node], ["role", role], ["cpu", percent(n.cpu_pct)], ["rss", bytes(n.rss)],
+    ["fds", num(n.fds)], ["uptime", duration(n.uptime_s)], ["restarts", num(n.restarts)],
+    ["bus_drops", num(n.bus_drops)], ["age", role === "center" ? "this node" : ago(n)],
   ]);
 }
 
@@ -82,29 +85,50 @@ function fill(tableId, rows, empty) {
 
 function actionRow(a) {
   return row({}, [
-    ["at", new Date(a.at).toLocaleTimeString()], ["action", a.action], ["args", a.args],
+    ["at", clock(a.at)], ["action", a.what || a.action], ["about", a.about || ""], ["args", a.args],
   ]);
 }
 
 function renderSummary(d) {
   const c = d.center || {};
-  const counters = c.counters || {};
+  const now = d.now || {};
   $("c-online").textContent = num(c.online);
   $("c-rooms").textContent = num(c.rooms);
-  $("c-dlv").textContent = `${num(counters.dlv || 0)} / ${num(counters.rdlv || 0)}`;
-  $("c-drops").textContent = num(c.bus_drops);
+  $("c-msgs").textContent = rate(now.msgs_per_s);
+  $("c-deliveries").textContent = rate(now.deliveries_per_s);
+  $("c-ack").textContent = millis(now.ack_p99_ms);
+  $("c-errors").textContent = rate(now.errors_per_s);
   const r = d.redis || {};
-  $("redis-used").textContent = r.used_memory_human || (r.error ? "unavailable" : "–");
-  $("redis-more").textContent = r.used_memory_peak_human
-    ? `peak ${r.used_memory_peak_human} · ${num(r.used_memory)} bytes` : (r.error || "");
+  $("redis-used").textContent = r.used_memory_human || (r.error ? "unavailable" : DASH);
+  $("redis-more").textContent = r.used_memory_peak_human ? `peak ${r.used_memory_peak_human}` : (r.error || "");
+}
+
+function renderHistory(d) {
+  const t = (d.history && d.history.t) || [];
+  const span = t.length ? t[t.length - 1] - t[0] + 1 : 0;
+  const total = d.history_seconds || 900;
+  $("history-span").textContent = span >= total
+    ? "one point a second"
+    : `one point a second · ${duration(span)} kept so far (since center started), up to ${duration(total)}`;
+  graphs.update(d.history);
+}
+
+function procRows(d) {
+  const rows = [procRow("center", { ...(d.center || {}), age_s: 0, stale: false })];
+  for (const role of ["gate", "zone", "dc", "login"]) {
+    for (const n of d[`${role}s`] || []) rows.push(procRow(role, n));
+  }
+  return rows;
 }
 
 function render(d) {
   renderSummary(d);
+  renderHistory(d);
   fill("gates", (d.gates || []).map(gateRow), "no gates configured");
   fill("zones", (d.zones || []).map(zoneRow), "no zones configured");
+  fill("procs", procRows(d), "no nodes");
   fill("actions", (d.actions || []).map(actionRow), "no admin actions since center started");
-  $("updated").textContent = `updated ${new Date(d.at).toLocaleTimeString()}`;
+  $("updated").textContent = `updated ${clock(d.at)}`;
 }
 
 function showAuth(message) {
@@ -122,8 +146,7 @@ function refused() {
   showAuth("The admin secret was refused (401 unauthorized). Enter the cluster secret again (zonechat admin secret prints it).");
 }
 
-async function poll(gen) {
-  if (gen !== generation) return;
+async function fetchOps(gen) {
   try {
     const resp = await fetch("/v1/ops", {
       headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` }, cache: "no-store",
@@ -139,7 +162,23 @@ async function poll(gen) {
     setStatus("error", "retrying");
     notice(`Cannot reach center's admin endpoint: ${err.message}. Retrying every second.`);
   }
-  if (gen === generation) setTimeout(() => poll(gen), POLL_MS);
+}
+
+// One request at a time: a poll asked for while one is on its way (after an action)
+// runs as soon as that one is back.
+async function poll(gen) {
+  if (gen !== generation || !sessionStorage.getItem(KEY)) return;
+  if (inflight) { again = true; return; }
+  inflight = true;
+  clearTimeout(timer);
+  try {
+    await fetchOps(gen);
+  } finally {
+    inflight = false;
+  }
+  const next = again ? 0 : POLL_MS;
+  again = false;
+  if (sessionStorage.getItem(KEY)) timer = setTimeout(() => poll(generation), next);
 }
 
 function start() {
@@ -150,6 +189,12 @@ function start() {
   setStatus("offline", "connecting");
   poll(generation);
 }
+
+new Actions({
+  secret: () => sessionStorage.getItem(KEY),
+  refused,
+  changed: () => poll(generation),
+}).attach();
 
 $("auth-form").addEventListener("submit", (event) => {
   event.preventDefault();
