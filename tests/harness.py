@@ -49,6 +49,22 @@ TEST_DEFAULTS = {
 }
 
 
+def missing(why: str):
+    """A test cannot run without something the machine lacks: a skip saying what to
+    install, or a failure under CI (``CI`` set), which must install it (.ci/run)."""
+    import pytest
+    if os.environ.get("CI"):
+        pytest.fail(why + " — CI must install it (.ci/run)", pytrace=False)
+    pytest.skip(why)
+
+
+def need_tool(tool: str, install: str) -> str:
+    """The path of ``tool`` (PATH, /usr/sbin, /sbin), else ``missing`` naming ``install``."""
+    import shutil
+    path = shutil.which(tool, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    return path or missing(f"{tool} not found: install Debian's {install} (apt-get install -y {install})")
+
+
 def poll_for(predicate, timeout: float, what: str, interval: float = 0.05):
     """Call ``predicate`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from harness import REPO, free_ports
+from harness import REPO, free_ports, missing
 
 JS_DIR = os.path.join(REPO, "clients", "js")
 RUNNER = os.path.join("test", "run.mjs")
@@ -37,11 +37,7 @@ def need_node() -> str:
         why = "node is not on PATH: install Node.js 18+ (apt-get install nodejs npm)"
     elif not os.path.isdir(os.path.join(JS_DIR, "node_modules", "ws")):
         why = "clients/js/node_modules is missing: run `npm ci` in clients/js"
-    if why is None:
-        return node
-    if os.environ.get("CI"):
-        pytest.fail(why + " — CI must install it (.ci/run)", pytrace=False)
-    pytest.skip(why)
+    return node if why is None else missing(why)
 
 
 @pytest.fixture(scope="module")

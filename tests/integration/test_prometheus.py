@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -19,20 +18,14 @@ import urllib.request
 import pytest
 
 from client import Client, dm_conv
-from harness import REPO, free_ports, poll_for
+from harness import REPO, free_ports, need_tool, poll_for
 
 PASSWORD = "password123"
 WAIT = 45.0
 
 
 def prometheus_binary(name: str = "prometheus") -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin")
-    if path:
-        return path
-    why = f"Debian's prometheus ({name}) is not installed (apt-get install prometheus)"
-    if os.environ.get("CI"):
-        pytest.fail(why + " — CI must install it (.ci/run)", pytrace=False)
-    pytest.skip(why)
+    return need_tool(name, "prometheus")
 
 
 @pytest.fixture

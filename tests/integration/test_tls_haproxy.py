@@ -18,7 +18,6 @@ import csv
 import http.client
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,7 +28,7 @@ import websocket
 from cluster.child import die_with_parent
 from cluster.config import GateConf
 from cluster.convs import dm
-from harness import REPO, free_ports, poll_for
+from harness import REPO, free_ports, need_tool, poll_for
 from kit import PASSWORD, WAIT, Raw, Users, fresh, register
 
 TEMPLATE = os.path.join(REPO, "docs", "deploy", "haproxy.cfg")
@@ -41,18 +40,11 @@ PRIVILEGE_DROP = ("    user haproxy\n", "    group haproxy\n", "    chroot /var/
 STATS_MAX = 1 << 20           # bytes of `show stat` read at most
 # The page's public origin, as a browser on https://chat.example/ (port 443) sends it
 ORIGIN = "https://chat.example"
-SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
 def need(tool: str) -> str:
     """The path of ``tool``; a skip (a fail under CI) saying what to install when missing."""
-    path = shutil.which(tool, path=SBIN_PATH)
-    if path:
-        return path
-    why = f"{tool} not found: install Debian's {tool} (apt-get install -y haproxy openssl)"
-    if os.environ.get("CI"):
-        pytest.fail(why + " — CI must install it (.ci/run)", pytrace=False)
-    pytest.skip(why)
+    return need_tool(tool, "haproxy openssl")
 
 
 @pytest.fixture(scope="module")
