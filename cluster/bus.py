@@ -53,6 +53,7 @@ class Bus:
         self.log_drops = 0
         self._peers: dict = {}
         self._links: dict = {}          # peer -> Link (watch_links), for readiness
+        self._watched: set = set()
         self._pending: dict = {}
         self._flush_scheduled = False
         self._flush_timer = None
@@ -109,15 +110,21 @@ class Bus:
             sock.curve_secretkey = self.keys.secret
             sock.curve_publickey = self.keys.public
             sock.curve_serverkey = self.keys.peer(peer)
+            if peer in self._watched:       # the monitor first: no handshake goes unseen
+                self._links[peer] = Link(sock)
             sock.connect(self.config.node(peer).bus_addr)
             self._peers[peer] = sock
         return sock
 
     def watch_links(self, peers) -> None:
-        """Connect to ``peers`` now and follow whether each link is up (cluster/links.py)."""
+        """Connect to ``peers`` now and follow whether each link is up (cluster/links.py).
+        Called before anything is sent to them (Node.start does), else a handshake that
+        came before the monitor would go unseen."""
         for peer in peers:
-            if peer not in self._links:
-                self._links[peer] = Link(self._socket(peer))
+            if peer in self._peers and peer not in self._links:
+                raise RuntimeError(f"watch_links({peer!r}) after a send to it")
+            self._watched.add(peer)
+            self._socket(peer)
 
     def linked(self, peer: str) -> bool:
         link = self._links.get(peer)

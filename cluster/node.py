@@ -53,7 +53,7 @@ class Node:
         self.exit_code = 0
         self.metrics_server = MetricsServer(self)
 
-    # roles override these four
+    # roles override these
     def setup(self) -> str:
         """Bind sockets and register bus handlers; return the address to print as ready."""
         return self.bus.bind()
@@ -68,6 +68,10 @@ class Node:
     def ready_checks(self) -> dict:
         """{check: bool}: the node can do its job when all are true (``/readyz``)."""
         return {}
+
+    def watched_peers(self) -> list[str]:
+        """Peers whose bus link ``ready_checks`` looks at (cluster/links.py)."""
+        return []
 
     def answer(self, to: str, req: int, body: bytes) -> None:
         """Answer request ``req`` of node ``to`` with an encoded body (cluster/replies.py)."""
@@ -87,6 +91,7 @@ class Node:
         self.stopped.set()
 
     def start(self) -> str:
+        self.bus.watch_links(self.watched_peers())
         addr = self.setup()
         try:
             self.metrics_server.start()

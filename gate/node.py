@@ -83,7 +83,6 @@ class GateNode(Node):
             self.web.start()
         self.spawn(self.deadline_worker)
         gate_stats.start(self)
-        self.bus.watch_links([self.center_node(), *self.zone_nodes()])
         self.bus.send(self.center_node(), self.presence([]))
         return f"{self.spec.host}:{self.spec.tcp_port}"
 
@@ -103,6 +102,9 @@ class GateNode(Node):
 
     def ready_checks(self) -> dict:
         return gate_stats.ready_checks(self)
+
+    def watched_peers(self) -> list[str]:
+        return [self.center_node(), *self.zone_nodes()]
 
     def new_id(self) -> int:
         """Session ids and request numbers: one counter from a random start per incarnation."""

@@ -83,7 +83,6 @@ class LoginNode(Node):
         self.bus.on(Bound, self.on_bound)
         self.bus.on(Resume, lambda env: self.run(self.resume, env))
         self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
-        self.bus.watch_links([self.config.nodes_of("center")[0].name])
         return addr
 
     def shutdown(self) -> None:
@@ -111,8 +110,13 @@ class LoginNode(Node):
         super().metrics(fam)
 
     def ready_checks(self) -> dict:
-        return {"redis": redis_answers(self.store),
-                "center": self.bus.linked(self.config.nodes_of("center")[0].name)}
+        return {"redis": redis_answers(self.store), "center": self.bus.linked(self.center_name())}
+
+    def watched_peers(self) -> list[str]:
+        return [self.center_name()]
+
+    def center_name(self) -> str:
+        return self.config.nodes_of("center")[0].name
 
     def run(self, fn, env) -> None:
         """``fn(env, deadline)`` in the bounded pool; a request it cannot take answers
