@@ -18,6 +18,7 @@ POST path                JSON body                                      answer
 ``/v1/users``            ``{users: [name, ...]}`` token-only accounts    ``{created, existing}``
 ``/v1/group``            ``{group, owner, members}`` (a roster)         ``{group, members}``
 ``/v1/reload``           ``{}``: zones re-read moderation.word_filter     ``{reloaded}``
+``/v1/drain``            ``{node, over?}``: the gate moves its sessions away over ``over`` s (default gate.drain_over), then exits  ``{node, over, sessions, already, retry_ms}``
 ``/v1/stats`` (GET)      -                                              counters
 ``/v1/ops`` (GET)        -                                              the operator view's data
 =======================  =============================================  ==================
@@ -32,6 +33,13 @@ login token minted before is refused. A ban or unban answers 200 only once every
 has applied it, so every send a zone takes after the answer is checked against it;
 a zone that does not confirm within ``ZONE_WAIT`` makes it ``503 unavailable`` (the ban
 is stored and logins are refused already; retrying is safe).
+
+A drain (gate/drain.py) answers once the gate has started it: ``sessions`` is how many it
+is moving (``kicked{moving}``) before it exits and its supervisor starts it again;
+``already`` says a drain was under way (``sessions`` is then what it has left);
+``retry_ms`` is the longest a moved client waits before it reconnects elsewhere. A node
+that is no gate of the config is ``400``; a gate that does not answer in time (it is
+down or restarting) ``503 unavailable``.
 
 Every action is written to the log role as an ``admin`` audit record and kept among the
 last actions of the operator view. ``GET /ops`` (and its ``/ops.js``, ``/ops.css``) is
@@ -64,6 +72,7 @@ MAX_USERS_PER_CALL = 5000
 MAX_DEPTH = 32               # nesting of a body's arrays and objects
 MAX_SECONDS = 10 * 365 * 86400   # a mute, slow mode or duplicate window
 MAX_REASON = 200             # characters of a ban reason
+MAX_DRAIN = 3600             # seconds a drain may be spread over
 ZONE_WAIT = 5.0              # seconds every zone has to confirm a ban
 INT64 = 2 ** 63
 
@@ -149,6 +158,7 @@ class AdminApi:
             "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/revoke": self.revoke, "/v1/room": self.room,
             "/v1/token": self.token, "/v1/group": self.group, "/v1/stats": self.stats,
             "/v1/reload": self.reload, "/v1/users": self.users, "/v1/ops": self.ops,
+            "/v1/drain": self.drain,
         }
         self.server = None
 
@@ -318,6 +328,24 @@ class AdminApi:
             raise AdminError(400, "bad_name", f"not a valid user name: {bad[0]!r}")
         created = self.center.store.create_token_users(names)
         return {"created": created, "existing": len(names) - created}
+
+    def drain(self, args) -> dict:
+        """A gate stops accepting and moves its sessions to the others, then exits."""
+        node = args.get("node")
+        spec = self.center.config.nodes.get(node) if isinstance(node, str) else None
+        if spec is None or spec.role != "gate":
+            what = "no node of this cluster" if spec is None else f"a {spec.role}, not a gate"
+            raise AdminError(400, "bad_request", f"'node' must name a gate ({', '.join(self.center.gates)}): "
+                             f"{node!r} is {what}")
+        over = args.get("over", self.center.config.gate.drain_over)
+        if isinstance(over, bool) or not isinstance(over, (int, float)) or not 0 <= over <= MAX_DRAIN:
+            raise AdminError(400, "bad_request", f"'over' must be a number of seconds, 0..{MAX_DRAIN}")
+        answer = self.center.drain_gate(node, float(over))
+        if answer.get("t") != "ok":
+            raise AdminError(503, "unavailable", f"{node} did not answer in time; is it running? "
+                             "retrying is safe")
+        return {"node": node, "over": over, "sessions": answer.get("sessions", 0),
+                "already": bool(answer.get("already")), "retry_ms": answer.get("retry_ms", 0)}
 
     def reload(self, _args) -> dict:
         """Zones re-read moderation.word_filter from their config file."""

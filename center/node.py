@@ -16,8 +16,8 @@ from gevent.event import AsyncResult
 
 from cluster import envelopes
 from cluster.codec import packb, unpackb
-from cluster.envelopes import (Bind, Bound, Dlv, Group, Hello, Join, Kick, Mod, Post, Presence, Rdlv,
-                               Rep, Resume, RoomCount, RoomInfo, Stats, Unbind)
+from cluster.envelopes import (Bind, Bound, Dlv, Drain, Group, Hello, Join, Kick, Mod, Post, Presence,
+                               Rdlv, Rep, Resume, RoomCount, RoomInfo, Stats, Unbind)
 from cluster.node import Node
 from cluster.replies import error
 from cluster.slots import SlotTable
@@ -168,15 +168,23 @@ class CenterNode(Node):
     # -- admin ----------------------------------------------------------------------------
     def ask_zone(self, conv: str, cls, *fields) -> dict:
         """Send ``cls(center, req, *fields)`` to the zone of ``conv`` and wait for its answer."""
+        return self.ask(self.table.zone_of(conv), cls, *fields)
+
+    def ask(self, node: str, cls, *fields) -> dict:
+        """Send ``cls(center, req, *fields)`` to ``node`` and wait for its answer."""
         req = next(self._reqs)
         result = self.waiting[req] = AsyncResult()
-        self.bus.send(self.table.zone_of(conv), cls(self.name, req, *fields))
+        self.bus.send(node, cls(self.name, req, *fields))
         try:
             return unpackb(result.get(timeout=ADMIN_WAIT))
         except gevent.Timeout:
-            return unpackb(error("unavailable", "the zone did not answer"))
+            return unpackb(error("unavailable", f"{node} did not answer"))
         finally:
             self.waiting.pop(req, None)
+
+    def drain_gate(self, gate: str, over: float) -> dict:
+        """``zonechat drain``: the gate's answer ``{t: ok, sessions, already, retry_ms}`` (gate/drain.py)."""
+        return self.ask(gate, Drain, over)
 
     def on_rep(self, env: Rep) -> None:
         result = self.waiting.get(env.req)

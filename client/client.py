@@ -34,11 +34,17 @@ last seq the app got. ``auto_recv``: one ``recv`` per DM/group per socket read.
 Sends stay in ``unacked`` (PendingSend: conv, cid, body) until their ack or error reply; a
 timed-out one stays (send it again with its cid: the server returns the same ack). With
 ``reconnect=True`` a drop that is not a logout, ``close()`` or kick (``kicked{shutdown}``
-excepted) reconnects with backoff, logs in with the token (the password if refused),
-resends every unacked send with its cid (a ``send`` blocked meanwhile returns that ack),
-rejoins rooms, and, after a ping that follows the offline replay, syncs each DM/group
-whose ``welcome.convs`` last seq is above what it saw (``catch_up``, also at a first
-login where the replay stopped short).
+and ``kicked{moving}`` excepted) reconnects with backoff, logs in with the token (the
+password if refused), resends every unacked send with its cid (a ``send`` blocked
+meanwhile returns that ack), rejoins rooms, and, after a ping that follows the offline
+replay, syncs each DM/group whose ``welcome.convs`` last seq is above what it saw
+(``catch_up``, also at a first login where the replay stopped short).
+
+``kicked{moving}`` (a gate is draining: docs/protocol.md §5) names the other gates: the
+reconnect goes to one of them at random (``client.moving``), after a random wait within the
+kick's ``retry_ms``, so a drained gate's sessions arrive elsewhere spread out; that gate
+is the client's address from then on. Should it refuse, the next attempts (with backoff)
+try the other named gates, then the old address.
 """
 from __future__ import annotations
 
@@ -55,11 +61,12 @@ from gevent.queue import Empty, Full, Queue
 
 from cluster import convs
 from client.connection import ClientError, Connection, ConnectionLost, RequestTimeout
+from client.moving import moving_plan
 from client.tracking import PendingSend, SendBook, SeqTracker
 
 PROTOCOL_VERSION = 1
 SYNC_PAGE = 500                                  # the protocol's largest sync limit
-RECONNECT_KICKS = frozenset({"shutdown"})       # kicks after which reconnect still applies
+RECONNECT_KICKS = frozenset({"shutdown", "moving"})   # kicks after which reconnect still applies
 FATAL_LOGIN = frozenset({"auth_failed", "bad_request"})
 CLIENT_COUNTERS = ("late_replies", "push_overflow", "bad_frames", "reconnects", "resent")
 
@@ -100,6 +107,7 @@ class Client:
         self._group = Group()
         self._stopping = Event()                   # close() was called
         self._deliberate = False                   # logout or kick: no reconnect
+        self._moving = None                        # kicked{moving}: (wait, addresses to try)
 
     # -- connection ----------------------------------------------------------------------
     def connect(self) -> "Client":
@@ -284,6 +292,8 @@ class Client:
         elif t == "kicked":
             self.kicked_reason = body.get("reason")
             self._deliberate = self._deliberate or self.kicked_reason not in RECONNECT_KICKS
+            if self.kicked_reason == "moving":
+                self._moving = moving_plan(body, self.addr)
         if "rid" not in body and t not in ("msg", "pong"):
             self._push(body)
 
@@ -342,8 +352,17 @@ class Client:
     # -- reconnect and keepalive -----------------------------------------------------------
     def _reconnect_worker(self) -> None:
         delay = self.backoff[0]
+        moving, self._moving = self._moving, None
+        wait, targets = moving or (delay * random.uniform(0.5, 1.0), [])
+        if moving is None:                         # the first backoff step is this wait
+            delay = min(delay * 2, self.backoff[1])
+        attempt = 0
         try:
-            while not self._stopping.wait(delay * random.uniform(0.5, 1.0)):   # backoff, or close()
+            while not self._stopping.wait(wait):   # backoff (a move's own wait first), or close()
+                if targets:                        # moving: the named gates in turn, then the old one
+                    self.addr = targets[attempt % len(targets)]
+                attempt += 1
+                wait = delay * random.uniform(0.5, 1.0)
                 delay = min(delay * 2, self.backoff[1])
                 try:
                     self._open()

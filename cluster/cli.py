@@ -52,9 +52,11 @@ def load_config(path: str):
 LAZY_COMMANDS = {                           # imported on use: the CLI loads without them
     "admin": "cluster.admin:admin",
     "chat": "client.terminal:chat",
+    "drain": "cluster.rolling:drain",
     "loadtest": "tools.load.command:loadtest",
     "metrics": "cluster.metrics_cli:metrics",
     "log": "log.cli:log",
+    "restart": "cluster.rolling:restart",
 }
 
 

@@ -283,6 +283,14 @@ class Stats(NamedTuple):
     counters: dict
 
 
+@envelope("drain", "center", "gate")
+class Drain(NamedTuple):
+    """``zonechat drain``: stop accepting, move every session away over ``over`` s, exit."""
+    node: str           # center: the answer (``Rep``) goes there
+    req: int
+    over: float
+
+
 @envelope("recs", "any", "log")
 class Recs(NamedTuple):
     """A node's traffic and audit records of one flush, written as they came."""
@@ -303,7 +311,7 @@ class Rec(NamedTuple):
 ENVELOPES = (
     Register, Login, Welcome, Bind, Bound, Unbind, Presence, Hello, Kick, Resume, Resumed,
     Rep, Send, Sent, Dlv, Sync, Group, Post, Recv, Logout, Block, Mod,
-    Join, RoomInfo, RoomCount, Rdlv, Stats, Recs, Rec,
+    Join, RoomInfo, RoomCount, Rdlv, Stats, Drain, Recs, Rec,
 )
 BY_KIND = {cls.KIND: cls for cls in ENVELOPES}
 

@@ -135,8 +135,10 @@ class WebServer:
         return f"{host}:{port}"
 
     def close(self) -> None:
-        """Stop accepting; open sessions are kicked by the gate's shutdown like TCP ones."""
-        self.server.close()
+        """Stop accepting (a drain or a stop; idempotent): new connections are refused, open
+        sessions stay until the drain or the shutdown kicks them, like TCP ones."""
+        if not self.server.closed:
+            self.server.close()
 
     def handle(self, sock, peer) -> None:
         addr, counts = address(peer), self.gate.conns_per_ip

@@ -17,12 +17,12 @@ import gevent
 from gevent.pool import Pool
 
 from cluster.codec import ProtocolError, decode_body, packb
-from cluster.envelopes import Kick, Presence, Unbind
+from cluster.envelopes import Drain, Kick, Presence, Unbind
 from cluster.metrics import ACK_BOUNDS, Buckets
 from cluster.node import Node
 from cluster.replies import error, error_code
 from cluster.slots import SlotTable
-from gate import handlers
+from gate import drain, handlers
 from gate import stats as gate_stats
 from gate.delivery import Delivery
 from gate.http import WebServer
@@ -74,7 +74,7 @@ class GateNode(Node):
     def setup(self) -> str:
         self.bus.bind()
         # Rep goes to delivery first: a fill's own fetch (gate/fills.py), else requests.answer
-        for cls, fn in {Kick: self.on_kick, **self.delivery.handlers()}.items():
+        for cls, fn in {Kick: self.on_kick, Drain: self.on_drain, **self.delivery.handlers()}.items():
             self.bus.on(cls, fn)
         self.server = TcpFront(self, self.spec.host, self.spec.tcp_port)
         self.server.start()
@@ -218,9 +218,10 @@ class GateNode(Node):
             s.flush()
 
     # -- closing ------------------------------------------------------------------------
-    def kick(self, s: Session, reason: str) -> None:
+    def kick(self, s: Session, reason: str, body: bytes | None = None) -> None:
+        """``kicked{reason}`` (or the given encoded kick ``body``), then the close."""
         self.stats["kicked_" + reason] += 1
-        self.reply(s, packb({"t": "kicked", "reason": reason}))
+        self.reply(s, body or packb({"t": "kicked", "reason": reason}))
         self.close_now(s)
 
     def kick_slow(self, s: Session) -> None:
@@ -278,6 +279,10 @@ class GateNode(Node):
             self.requests.expire(now)
             self.registers_per_ip.prune(now)
             self.failed_per_ip.prune(now)
+
+    def on_drain(self, env: Drain) -> None:
+        """``zonechat drain`` through center: move every session away, then exit (gate/drain.py)."""
+        self.answer(env.node, env.req, packb(drain.begin(self, env.over)))
 
     def on_kick(self, env: Kick) -> None:
         s = self.sessions.get(env.sid)

@@ -56,12 +56,17 @@ class TcpFront:
         self.accepting = self.loop.io(self.listener.fileno(), 1)
         self.retry = None
         self.paused = False
+        self.closed = False
         self.wheel: dict = {}       # bucket number -> sessions to look at then
 
     def start(self) -> None:
         self.accepting.start(self._accept)
 
     def close(self) -> None:
+        """Stop listening (a drain or a stop): new connections are refused, open ones stay.
+        Idempotent; accepting never resumes."""
+        self.closed = True
+        self.paused = False
         self.accepting.stop()
         if self.retry is not None:
             self.retry.stop()
@@ -92,7 +97,7 @@ class TcpFront:
 
     def room_freed(self) -> None:
         """A connection closed (or a pause ran out): accept again if we had stopped."""
-        if self.paused and len(self.gate.sessions) < self.gate.conf.max_connections:
+        if self.paused and not self.closed and len(self.gate.sessions) < self.gate.conf.max_connections:
             self.paused = False
             self.retry = None
             self.accepting.start(self._accept)

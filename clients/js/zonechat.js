@@ -13,14 +13,19 @@
 // a timeout, `unavailable`), so it is stored once; seqs are tracked per conversation, a
 // duplicate is dropped, a hole in a DM or group is filled with `sync` before what follows
 // it is delivered; after a drop it reconnects with backoff, logs in with its token, resends,
-// rejoins its rooms and syncs what the time away left out.
+// rejoins its rooms and syncs what the time away left out. After `kicked{moving}` (its gate
+// is draining) it reconnects to one of the gates the kick names, at random, after a random
+// wait within the kick's `retry_ms` (`movingPlan`); that gate is its address from then on.
 
 export const PROTOCOL_VERSION = 1;
 export const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 export const SYNC_PAGE = 500;            // the protocol's largest sync
 export const LIVE_KEEP = 1000;           // rooms and sys keep their newest 1,000 messages
 const OWN_MAX = 32;                      // own acked seqs kept above `last` before giving up pushes
-const RECONNECT_KICKS = new Set(['shutdown', 'idle', 'slow']);
+const RECONNECT_KICKS = new Set(['shutdown', 'idle', 'slow', 'moving']);
+const MOVE_WAIT_MAX_MS = 30000;          // the most a moving kick's retry_ms may ask
+const MOVE_WAIT_DEFAULT_MS = 1000;       // when the kick carries no usable retry_ms
+const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^\s/:@?#[\]]+):\d{1,5}$/;   // "host:port", "[v6]:port"
 const FATAL_LOGIN = new Set(['auth_failed', 'bad_request']);
 const OPEN = 1;                          // WebSocket.OPEN, the same in browsers and `ws`
 
@@ -79,6 +84,28 @@ function randomHex(bytes) {
 }
 
 const clamp = (n, lo, hi) => Math.min(hi, Math.max(lo, n));
+
+/** Where to go after `kicked{moving}` from the gate at `currentUrl`: `{waitMs, urls}`, the
+ * WebSocket addresses (`gates[].ws`, "host:port") in random order with the current URL's
+ * scheme and path, the draining gate's own URL left out and put last (tried only when no
+ * other lets us in: a page's origin may not be allowed there), and a random wait within
+ * `retry_ms`. */
+export function movingPlan(body, currentUrl, random = Math.random) {
+  const here = new URL(currentUrl);
+  const urls = [];
+  for (const g of Array.isArray(body.gates) ? body.gates : []) {
+    if (!g || typeof g.ws !== 'string' || !HOST_PORT.test(g.ws)) continue;
+    const url = new URL(`${here.protocol}//${g.ws}${here.pathname}${here.search}`).href;
+    if (url !== here.href && !urls.includes(url)) urls.push(url);
+  }
+  for (let i = urls.length - 1; i > 0; i -= 1) {       // Fisher-Yates
+    const j = Math.floor(random() * (i + 1));
+    [urls[i], urls[j]] = [urls[j], urls[i]];
+  }
+  const retry = body.retry_ms;
+  const waitMax = typeof retry === 'number' && retry >= 0 ? Math.min(retry, MOVE_WAIT_MAX_MS) : MOVE_WAIT_DEFAULT_MS;
+  return { waitMs: random() * waitMax, urls: [...urls, here.href] };
+}
 
 // -- events ------------------------------------------------------------------------------
 class Emitter {
@@ -548,6 +575,10 @@ export class ZonechatClient extends Emitter {
     this.password = this.stopReason = null;
     this.backoff = this.opts.backoffMinMs;
     this.reconnectTimer = this.pinger = this.recvTimer = null;
+    this.url = this.opts.url;        // the gate of now: a moving kick changes it
+    this.moveTo = [];                // after kicked{moving}: the URLs to try in turn
+    this.moveAttempts = 0;
+    this.moveWaitMs = null;
     this.recvDirty = new Set();
     this.cidPrefix = randomHex(6);
     this.cidCount = 0;
@@ -602,7 +633,7 @@ export class ZonechatClient extends Emitter {
 
   open() {
     const hooks = { onBody: (body, link) => this.onBody(body, link), onLost: (link) => this.onLost(link) };
-    const link = new Link(this.opts.url, this.WS, hooks, this.opts, this.counters);
+    const link = new Link(this.url, this.WS, hooks, this.opts, this.counters);
     this.link = link;
     return link.ready.then(() => {
       if (this.state === 'connecting' && this.link === link) this.setState('connected');
@@ -618,7 +649,9 @@ export class ZonechatClient extends Emitter {
     this.pinger = null;
     if (this.wantOnline && this.opts.reconnect && this.token) {
       this.setState('reconnecting');
-      this.scheduleReconnect();
+      const wait = this.moveWaitMs;
+      this.moveWaitMs = null;
+      this.scheduleReconnect(wait);
     } else {
       this.wantOnline = false;
       this.setState('offline', this.stopReason || this.kickedReason);
@@ -637,6 +670,10 @@ export class ZonechatClient extends Emitter {
 
   async reconnectOnce() {
     if (!this.wantOnline || this.link) return;
+    if (this.moveTo.length) {        // moving: the named gates in turn, then the old one
+      this.url = this.moveTo[this.moveAttempts % this.moveTo.length];
+      this.moveAttempts += 1;
+    }
     try {
       await this.open();
       await this.relogin();
@@ -851,6 +888,8 @@ export class ZonechatClient extends Emitter {
     this.welcome = body;
     this.online = this.wantOnline = true;
     this.backoff = this.opts.backoffMinMs;
+    this.moveTo = [];
+    this.moveAttempts = 0;
     this.kickedReason = this.stopReason = null;
     const known = this.track.onWelcome();
     clearInterval(this.pinger);
@@ -869,6 +908,12 @@ export class ZonechatClient extends Emitter {
   onKicked(body) {
     this.kickedReason = String(body.reason ?? 'unknown');
     const again = RECONNECT_KICKS.has(this.kickedReason) && this.opts.reconnect;
+    if (again && this.kickedReason === 'moving') {
+      const plan = movingPlan(body, this.url);
+      this.moveTo = plan.urls;
+      this.moveAttempts = 0;
+      this.moveWaitMs = plan.waitMs;
+    }
     if (!again) {
       this.wantOnline = false;
       this.stopReason = this.kickedReason;

@@ -160,7 +160,7 @@ export class ChatClient {
   }
 
   onKicked({ reason, reconnect }) {
-    if (reconnect) return;                 // shutdown, idle, slow: the client reconnects
+    if (reconnect) return;                 // shutdown, idle, slow, moving (to another gate): it reconnects
     const text = reason === 'session_replaced'
       ? 'You logged in somewhere else, so this page went offline.'
       : 'An operator disconnected you.';

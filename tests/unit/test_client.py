@@ -5,6 +5,7 @@ The peer is a scripted fake on a local StreamServer: it tests the client, not th
 import io
 import itertools
 import os
+import random
 
 import gevent
 import pytest
@@ -16,6 +17,7 @@ import cluster  # noqa: F401
 from client.terminal import ChatSession, run_chat
 from client.terminal_format import clean, describe_error, hhmm
 from client import Client, ClientError, ConnectionLost, RequestTimeout, dm_conv
+from client.moving import MOVE_WAIT_DEFAULT, MOVE_WAIT_MAX, moving_plan, parse_address
 from client.tracking import SendBook, SeqTracker
 from cluster.codec import FrameReader, decode_body, encode_frame
 
@@ -127,6 +129,38 @@ def test_send_book_keeps_unacked_sends_in_order_until_ack_or_error():
     assert book.to(DM) == [b]
     book.settle(b, {"t": "error", "code": "muted"})
     assert book.pending == {} and b.done.get(timeout=0)["code"] == "muted"
+
+
+def test_addresses_of_a_moving_kick_parse_with_ipv6_brackets_and_refuse_nonsense():
+    assert parse_address("10.0.0.5:7710") == ("10.0.0.5", 7710)
+    assert parse_address("[::1]:7700") == ("::1", 7700)
+    assert parse_address("chat.example.com:443") == ("chat.example.com", 443)
+    for bad in (None, 7700, "", "host", ":7700", "host:", "host:x", "host:0", "host:70000"):
+        assert parse_address(bad) is None, bad
+
+
+def test_a_moving_plan_tries_the_named_gates_at_random_and_the_draining_one_last():
+    here = ("127.0.0.1", 7700)
+    body = {"t": "kicked", "reason": "moving", "retry_ms": 800,
+            "gates": [{"tcp": "127.0.0.1:7710", "ws": "127.0.0.1:7711"}, {"tcp": "127.0.0.1:7720"},
+                      {"tcp": "127.0.0.1:7700"}, {"ws": "127.0.0.1:7731"}, "junk", {"tcp": "nonsense"}]}
+    firsts = set()
+    for seed in range(40):
+        wait, order = moving_plan(body, here, random.Random(seed))
+        assert 0 <= wait <= 0.8
+        assert sorted(order[:-1]) == [("127.0.0.1", 7710), ("127.0.0.1", 7720)] and order[-1] == here
+        firsts.add(order[0])
+    assert len(firsts) == 2                         # a random gate, not always the same one
+
+
+def test_a_moving_plan_without_gates_or_a_usable_retry_ms_stays_and_waits_a_little():
+    here = ("127.0.0.1", 7700)
+    for body in ({"t": "kicked", "reason": "moving"}, {"gates": "x", "retry_ms": "soon"},
+                 {"gates": [], "retry_ms": -5}, {"gates": None, "retry_ms": True}):
+        wait, order = moving_plan(body, here, random.Random(1))
+        assert order == [here] and 0 <= wait <= MOVE_WAIT_DEFAULT
+    wait, _ = moving_plan({"retry_ms": 10 ** 9}, here, random.Random(1))
+    assert wait <= MOVE_WAIT_MAX
 
 
 # -- over a socket: a scripted peer ------------------------------------------------------
@@ -348,6 +382,51 @@ def test_after_a_reconnect_conversations_behind_welcome_are_synced(peer):
     peer.drop()
     assert [c.expect("msg", timeout=5)["seq"] for _ in range(2)] == [3, 4]
     assert c.counters["dups"] == 0
+
+
+@pytest.fixture
+def other_peer():
+    p = FakePeer()
+    yield p
+    p.server.stop()
+
+
+def moving(*peers, retry_ms=100):
+    return {"t": "kicked", "reason": "moving", "retry_ms": retry_ms,
+            "gates": [{"tcp": f"127.0.0.1:{p.server.server_port}"} for p in peers]}
+
+
+def test_moving_reconnects_to_the_named_gate_with_the_token_and_resends_the_unacked(peer, other_peer):
+    peer.handlers["send"] = lambda req: []          # the draining gate never acks
+    c = peer.client(reconnect=True, ping_interval=None)
+    c.login("alice", "secret-pw")
+    waiting = gevent.spawn(c.send, DM, "hi", "keep-me", 5.0)
+    peer.next_frame("send")
+    peer.write(moving(other_peer, retry_ms=200))
+    peer.drop()
+    ack = waiting.get(timeout=5)
+    assert (ack["cid"], ack["seq"]) == ("keep-me", 1)
+    assert c.addr == ("127.0.0.1", other_peer.server.server_port) and c.session_up.is_set()
+    login = other_peer.next_frame("login")
+    assert login.get("token") == "tok1" and "password" not in login
+    assert [f["cid"] for f in other_peer.log if f["t"] == "send"] == ["keep-me"]
+    assert [f["t"] for f in peer.log].count("login") == 1   # never back to the draining gate
+    assert c.kicked_reason == "moving" and not c.closed.is_set()
+    assert (c.counters["reconnects"], c.counters["resent"]) == (1, 1)
+
+
+def test_moving_to_a_gate_that_refuses_falls_back_to_the_old_address(peer):
+    gone = StreamServer(("127.0.0.1", 0), lambda sock, addr: None)
+    gone.start()
+    gone_port = gone.server_port
+    gone.stop()                                     # nothing listens there any more
+    c = peer.client(reconnect=True, ping_interval=None, backoff=(0.05, 0.2))
+    c.login("alice", "pw")
+    peer.write({"t": "kicked", "reason": "moving", "retry_ms": 50, "gates": [{"tcp": f"127.0.0.1:{gone_port}"}]})
+    peer.drop()
+    logins = [peer.next_frame("login", timeout=5) for _ in range(2)]
+    assert logins[1].get("token") == "tok1"
+    assert c.session_up.wait(2) and c.addr == ("127.0.0.1", peer.server.server_port)
 
 
 # -- the terminal chat -------------------------------------------------------------------
