@@ -111,7 +111,7 @@ class Bus:
             sock.curve_publickey = self.keys.public
             sock.curve_serverkey = self.keys.peer(peer)
             if peer in self._watched:       # the monitor first: no handshake goes unseen
-                self._links[peer] = Link(sock)
+                self._links[peer] = Link(sock, peer)
             sock.connect(self.config.node(peer).bus_addr)
             self._peers[peer] = sock
         return sock

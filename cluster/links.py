@@ -9,6 +9,8 @@ per message and see a dead peer as soon as its connection drops.
 """
 from __future__ import annotations
 
+import logging
+
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
@@ -16,11 +18,13 @@ from cluster.zap import FAILED, FdReader
 
 UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | FAILED
+log = logging.getLogger("zonechat.links")
 
 
 class Link:
-    def __init__(self, sock):
+    def __init__(self, sock, peer: str = ""):
         self.up = False
+        self.peer = peer
         self._sock = sock
         self._monitor = sock.get_monitor_socket(UP | DOWN)
         self._reader = FdReader(self._monitor, self._event)
@@ -30,10 +34,10 @@ class Link:
             event = parse_monitor_message(msg)["event"]
         except Exception:       # a short or foreign frame: no change
             return
-        if event & UP:
-            self.up = True
-        elif event & DOWN:
-            self.up = False
+        up = bool(event & UP) or (self.up and not event & DOWN)
+        if up != self.up:
+            log.info("bus link to %s %s", self.peer, "up" if up else "down")
+        self.up = up
 
     def close(self) -> None:
         self._reader.stop()

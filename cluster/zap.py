@@ -27,6 +27,7 @@ FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROT
           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 DRAIN = 64          # ZAP requests / monitor events handled per wake-up before yielding
 MAX_LOGGED = 64     # distinct refused keys logged by name; past it, counted only
+SWEEP = 1.0         # seconds between two looks at a socket whatever its FD said
 
 
 class KnownKeys:
@@ -47,7 +48,9 @@ class KnownKeys:
 
 class FdReader:
     """Call ``handle(socket)`` from the hub whenever ``sock`` may have input (ZMQ_FD is
-    edge-triggered: ``handle`` reads until EAGAIN, or DRAIN items and reschedules)."""
+    edge-triggered: ``handle`` reads until EAGAIN, or DRAIN items and reschedules). A
+    timer also looks every SWEEP seconds: an edge consumed elsewhere (a send on the same
+    socket, another reader of its state) must not leave input unread for good."""
 
     def __init__(self, sock, handle):
         self.sock = sock
@@ -55,7 +58,13 @@ class FdReader:
         loop = gevent.get_hub().loop
         self.watcher = loop.io(sock.getsockopt(zmq.FD), 1)
         self.watcher.start(self._run)
+        self.sweep = loop.timer(SWEEP, SWEEP)
+        self.sweep.start(self._look)
         self.again = loop.run_callback(self._run)
+
+    def _look(self) -> None:
+        if self.again is None:          # else a drain is already scheduled
+            self._run()
 
     def _run(self) -> None:
         self.again = None
@@ -69,6 +78,7 @@ class FdReader:
 
     def stop(self) -> None:
         self.watcher.stop()
+        self.sweep.stop()
         if self.again is not None:
             self.again.stop()
 
