@@ -32,6 +32,7 @@ class DcNode(Node):
         self.queue: list = []
         self.wake = Event()
         self.dropped = 0
+        self.redis_errors = 0
 
     def setup(self) -> str:
         addr = self.bus.bind()
@@ -55,6 +56,7 @@ class DcNode(Node):
         fam.gauge("queue", "cursor and logout writes waiting for Redis", len(self.queue))
         fam.counter("dropped", "cursor writes dropped past the queue bound (pushed again at login)",
                     self.dropped)
+        fam.counter("redis_errors", "Redis calls that failed", self.redis_errors)
         super().metrics(fam)
 
     def ready_checks(self) -> dict:
@@ -94,6 +96,7 @@ class DcNode(Node):
             ok = True
         except StoreUnavailable as exc:
             self.log.warning("cursor moves lost (pushed again at next login): %s", exc)
+            self.redis_errors += 1
             ok = False
         body = OK if ok else unavailable("could not store your read position; retry")
         for logout in logouts:
@@ -110,5 +113,6 @@ class DcNode(Node):
                 for zone in self.zones:
                     self.bus.send(zone, Mod("block", env.user, [env.other, bool(env.on)]))
         except StoreUnavailable:
+            self.redis_errors += 1
             body = unavailable("storage is unavailable; retry")
         self.answer(env.gate, env.req, body)

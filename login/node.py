@@ -75,6 +75,7 @@ class LoginNode(Node):
         self.center = config.nodes_of("center")[0].name
         self.stats = collections.Counter()
         self.results = collections.Counter()    # (login | register | resume, ok | error code)
+        self.redis_errors = 0
 
     def setup(self) -> str:
         addr = self.bus.bind()
@@ -107,6 +108,7 @@ class LoginNode(Node):
         fam.counter("hash_refused", "requests refused: the hash queue was full", hashes["hash_full"])
         fam.counter("hash_late", "requests dropped: their hash would come too late", hashes["hash_late"])
         fam.gauge("in_flight", "requests being handled", len(self.pool))
+        fam.counter("redis_errors", "requests answered unavailable: Redis failed", self.redis_errors)
         super().metrics(fam)
 
     def ready_checks(self) -> dict:
@@ -140,6 +142,7 @@ class LoginNode(Node):
                                                        retry_ms=BUSY_RETRY_MS))
         except StoreUnavailable as exc:
             self.log.warning("store unavailable: %s", exc)
+            self.redis_errors += 1
             self.stats["unavailable"] += 1
             self.results[(env.KIND, "unavailable")] += 1
             self.answer(env.gate, env.req, unavailable("storage is unavailable; retry"))

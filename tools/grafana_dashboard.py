@@ -64,8 +64,8 @@ PANELS = [
       ("count(zonechat_node_up == 0) or vector(0)", "nodes not answering")],
      "A node restarted by its supervisor, or not answering the scrape."),
     ("Redis errors / s", "ops",
-     [(f"sum by (node) (rate(zonechat_zone_redis_errors_total{R}))", "{{node}}")],
-     "Store calls that failed: sends answer unavailable meanwhile."),
+     [(f'sum by (node) (rate({{__name__=~"zonechat_.+_redis_errors_total"}}{R}))', "{{node}}")],
+     "Redis calls that failed (zones, dc, login): their requests answer unavailable meanwhile."),
 ]
 
 
