@@ -50,6 +50,7 @@ KICK_TEXT = {
     "idle": "idle for too long",
     "slow": "this terminal read too slowly",
     "shutdown": "the server is restarting",
+    "moving": "this server is restarting: moving you to another one",
 }
 
 

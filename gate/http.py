@@ -2,7 +2,10 @@
 
 Each TCP connection carries one HTTP request (answered with ``Connection: close``) or
 becomes a WebSocket (``gate.ws``). The static files are read once at start and served
-from memory with a strict Content-Security-Policy; h11 parses and writes the HTTP.
+from memory with a strict Content-Security-Policy; h11 parses and writes the HTTP. The
+page's ``connect-src`` is ``'self'`` plus the other gates' WebSocket addresses as
+``kicked{moving}`` names them (``gate.drain.gate_addresses``, ws:// and wss://): a page
+moved by a drain connects there (whose Origin allow-list must let it in, below).
 
 Origin allow-list (cross-site WebSocket hijacking): the gate's own origins
 ``http://127.0.0.1:<ws_port>`` and ``http://localhost:<ws_port>`` (and
@@ -26,6 +29,7 @@ from gevent.server import StreamServer
 
 from cluster import pages
 from gate import ws
+from gate.drain import gate_addresses
 from gate.limits import address
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -50,6 +54,18 @@ REFUSE_WAIT = 2.0                 # seconds a refused connection gets to send it
 def load_static(directory: str = STATIC_DIR) -> dict:
     """path -> (bytes, content type) for every page file that exists."""
     return pages.load_pages(directory, PAGES)
+
+
+def page_headers(config, me: str) -> list:
+    """HEADERS for the page files of gate ``me``: its Content-Security-Policy's connect-src
+    also allows the other gates' WebSocket addresses, where a moving kick sends the page. An
+    IPv6 address is left out: a CSP host cannot be one (the page falls back to its own)."""
+    targets = [g["ws"] for g in gate_addresses(config, me) if "ws" in g and not g["ws"].startswith("[")]
+    sources = " ".join(f"{scheme}://{addr}" for addr in targets for scheme in ("ws", "wss"))
+    if not sources:
+        return HEADERS
+    return [(k, v.replace(b"connect-src 'self'", b"connect-src 'self' " + sources.encode()))
+            if k == b"content-security-policy" else (k, v) for k, v in HEADERS]
 
 
 def allowed_origins(spec, extra) -> frozenset:
@@ -104,9 +120,9 @@ def parse_head(raw: bytes):
 
 
 def respond(sock, conn, status: int, body: bytes, ctype: str, head_only: bool = False,
-            extra=()) -> None:
+            extra=(), security=HEADERS) -> None:
     headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *HEADERS, *extra]
+               (b"connection", b"close"), *security, *extra]
     try:
         data = conn.send(h11.Response(status_code=status, headers=headers,
                                       reason=REASONS.get(status, b"")))
@@ -124,6 +140,7 @@ class WebServer:
     def __init__(self, gate, spawn):
         self.gate = gate
         self.files = load_static()
+        self.page_headers = page_headers(gate.config, gate.name)
         self.origin_ok = origin_checker(allowed_origins(gate.spec, gate.conf.ws_origins))
         addr = (gate.spec.host, gate.spec.ws_port)
         self.server = StreamServer(addr, self.handle, spawn=spawn, backlog=4096)
@@ -190,4 +207,5 @@ class WebServer:
                     head_only=request.method == b"HEAD")
             return
         body, ctype = found
-        respond(sock, conn, 200, body, ctype, head_only=request.method == b"HEAD")
+        respond(sock, conn, 200, body, ctype, head_only=request.method == b"HEAD",
+                security=self.page_headers)

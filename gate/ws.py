@@ -13,7 +13,7 @@ once-per-tick flush, kicks, delivery, ``handlers.dispatch`` — is shared with T
 - A message nested more than ``gate.limits.MAX_DEPTH`` deep (JSON or msgpack) is
   ``bad_frame`` and 1007, as on TCP: decoding and re-encoding it would recurse.
 - Pings are answered with pongs. A client close is answered with a close; our closes
-  carry 1000 (logout), 1001 (kicked shutdown) or 1008 with the kick reason.
+  carry 1000 (logout), else the kick reason with 1001 (shutdown, moving) or 1008 (the others).
 - Deadlines as TCP (``GateNode.time_left``): logged in within ``login_timeout`` of the
   connect, whatever arrives meanwhile (pings, unfinished fragments); once logged in, at
   most ``idle_timeout`` without a byte. Past one: ``kicked{idle}`` and close 1008.
@@ -44,7 +44,8 @@ from gate.session import Session
 READ_SIZE = 65536
 OPEN = ConnectionState.OPEN
 KICKED_MARK = b"\xa6kicked"             # msgpack "kicked": spots a kick body cheaply
-CLOSE_FOR_KICK = {"shutdown": CloseReason.GOING_AWAY}
+# "going away" (1001): this gate stops (shutdown) or drains (moving: to another gate)
+CLOSE_FOR_KICK = {"shutdown": CloseReason.GOING_AWAY, "moving": CloseReason.GOING_AWAY}
 
 
 class WsSession(Session):

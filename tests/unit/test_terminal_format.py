@@ -12,8 +12,9 @@ import pytest
 import cluster  # noqa: F401
 from client.connection import ClientError, ConnectionLost, RequestTimeout
 from client.terminal import ChatSession
-from client.terminal_format import (COMMANDS, conv_label, describe_error, error_line, format_msg,
-                                    hhmm, plain, prompt_text, span, time_left)
+from client.client import RECONNECT_KICKS
+from client.terminal_format import (COMMANDS, KICK_TEXT, conv_label, describe_error, error_line,
+                                    format_msg, hhmm, plain, prompt_text, span, time_left)
 from client.terminal_io import PlainUI
 
 NOW = 1_800_000_000_000                             # ms since the epoch
@@ -125,6 +126,20 @@ def test_the_session_prints_each_push_once_and_remembers_the_last_dm():
         f"{local_hhmm(NOW)} [@bob] bob: hey", f"{local_hhmm(NOW)} [@carol] alice: mine",
         "* kicked by the server: the server is restarting",
         "* connection lost, reconnecting…", "* reconnected"]
+
+
+def test_a_moving_kick_reads_as_a_move_and_every_reconnecting_kick_has_a_sentence():
+    out = io.StringIO()
+    session = ChatSession("alice", PlainUI(out))
+    session.start({"convs": {}})
+    session.on_push({"t": "kicked", "reason": "moving", "retry_ms": 300,
+                     "gates": [{"tcp": "127.0.0.1:7710", "ws": "127.0.0.1:7711"}]})
+    session.on_connection("lost")                   # the Client (reconnect on) moves by itself
+    session.on_connection("reconnected")
+    assert out.getvalue().splitlines()[1:] == [
+        "* kicked by the server: this server is restarting: moving you to another one",
+        "* connection lost, reconnecting…", "* reconnected"]
+    assert RECONNECT_KICKS <= set(KICK_TEXT)         # shutdown and moving: a sentence, not a code
 
 
 def test_reply_without_a_dm_and_help_list_the_new_commands():

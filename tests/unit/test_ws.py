@@ -9,6 +9,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Request, TextMessage
 
+from cluster import config as config_mod
 from cluster.codec import ProtocolError, packb
 from cluster.config import GateConf, NodeSpec
 from gate import http as gate_http
@@ -58,6 +59,27 @@ def test_configured_and_named_host_origins():
     ok = gate_http.origin_checker(gate_http.allowed_origins(spec, ["https://play.example.com"]))
     assert ok(b"http://10.1.2.3:80") and ok(b"https://play.example.com")
     assert not ok(b"http://play.example.com")
+
+
+OTHER_ROLES = {"login1": {"role": "login", "bus_port": 4}, "center1": {"role": "center", "bus_port": 5},
+               "zone1": {"role": "zone", "bus_port": 6}, "dc1": {"role": "dc", "bus_port": 7},
+               "log1": {"role": "log", "bus_port": 8}}
+GATE1 = {"role": "gate", "host": "127.0.0.1", "bus_port": 1, "tcp_port": 7700, "ws_port": 7701}
+
+
+def test_the_page_may_connect_to_the_other_gates_where_a_drain_moves_it():
+    cfg = config_mod.from_dict({"nodes": {
+        "gate1": GATE1,
+        "gate2": {"role": "gate", "host": "127.0.0.1", "bus_port": 2, "tcp_port": 7710, "ws_port": 7711},
+        "gate3": {"role": "gate", "host": "127.0.0.1", "bus_port": 3, "tcp_port": 7720, "ws_port": 7721,
+                  "public_ws": "chat.example:443"},
+        **OTHER_ROLES}})
+    csp = dict(gate_http.page_headers(cfg, "gate1"))[b"content-security-policy"].decode()
+    assert ("connect-src 'self' ws://127.0.0.1:7711 wss://127.0.0.1:7711 ws://chat.example:443 "
+            "wss://chat.example:443;") in csp
+    assert "7701" not in csp and "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    alone = config_mod.from_dict({"nodes": {"gate1": GATE1, **OTHER_ROLES}})
+    assert gate_http.page_headers(alone, "gate1") == gate_http.HEADERS     # one gate: 'self' only
 
 
 # -- a session on a socketpair -----------------------------------------------------------------
@@ -116,6 +138,26 @@ def test_session_encodes_per_encoding_and_closes_last(pair):
     assert json.loads(events[2].data) == {"t": "kicked", "reason": "slow"}
     assert (events[3].code, events[3].reason) == (1008, "slow")
     assert s.encode(record) == b""                    # nothing more after our close
+
+
+@pytest.mark.parametrize("kick, code", [
+    ({"t": "kicked", "reason": "shutdown"}, 1001),
+    ({"t": "kicked", "reason": "moving", "gates": [{"tcp": "127.0.0.1:7710", "ws": "127.0.0.1:7711"}],
+      "retry_ms": 300}, 1001),                          # a draining gate: "going away", like shutdown
+    ({"t": "kicked", "reason": "idle"}, 1008),
+])
+def test_a_kick_closes_with_its_code_and_reason(pair, kick, code):
+    server, client = pair
+    s = make_session(server)
+    client.recv(4096)                                  # the 101
+    peer = Connection(ConnectionType.CLIENT)
+    s.queue(s.encode(packb(kick)))
+    s.flush_blocking(1.0)
+    events = []
+    while not any(isinstance(e, CloseConnection) for e in events):
+        events += read_events(client, peer)
+    assert msgpack.unpackb(events[0].data) == kick
+    assert (events[1].code, events[1].reason) == (code, kick["reason"])
 
 
 def test_reject_event_for_a_non_upgrade(pair):
