@@ -4,6 +4,11 @@ by the real supervisor on the metrics port, against a real cluster with real tra
 The scrape is parsed with prometheus_client's own parser; the checks are the ones a load
 balancer or Kubernetes would make: /healthz, /readyz and /readyz?node=NAME, with a real
 fault (Redis stopped by SIGSTOP: the zones cannot store, so they are not ready).
+
+A real Prometheus server (Debian's ``prometheus``) scrapes the same cluster from the config
+``zonechat metrics scrape-config`` prints, and rates of our counters come back through its
+query API; without the binary that test skips, saying what to install, and under CI (``CI``
+set) it fails instead: .ci/run installs it. The shipped alert rules are checked by promtool.
 """
 from __future__ import annotations
 
@@ -12,7 +17,10 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -20,10 +28,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import Client, dm_conv
-from harness import REPO, poll_for
+from harness import REPO, free_ports, need_tool, poll_for
 
 PASSWORD = "password123"
 WAIT = 20.0
+PROMETHEUS_WAIT = 45.0
 _names = itertools.count(1)
 ROLES = {"gate1": "gate", "gate2": "gate", "login1": "login", "center1": "center",
          "zone1": "zone", "zone2": "zone", "dc1": "dc", "log1": "log"}
@@ -32,9 +41,9 @@ FORBIDDEN_LABELS = {"user", "room", "conv", "conversation", "sid", "group"}
 
 @pytest.fixture(scope="module")
 def cluster(start_cluster):
-    """A cluster whose supervisor waits 8 s before restarting a dead node (a first exit
+    """A cluster whose supervisor waits 4 s before restarting a dead node (a first exit
     counts as flapping), so a test sees the cluster without that node for a while."""
-    return start_cluster({"supervisor": {"restart_attempts": 0, "retry_in": 8}})
+    return start_cluster({"supervisor": {"restart_attempts": 0, "retry_in": 4}})
 
 
 def fresh(prefix: str) -> str:
@@ -164,6 +173,94 @@ def test_healthz_and_readyz_when_all_is_well(cluster):
     assert http_get(cluster, "/nothing")[0] == 404
 
 
+def prometheus_binary(name: str = "prometheus") -> str:
+    return need_tool(name, "prometheus")
+
+
+@pytest.fixture
+def prometheus(cluster, tmp_path):
+    """A Prometheus server scraping ``cluster`` every second; its base URL."""
+    binary = prometheus_binary()
+    conf = subprocess.run([sys.executable, "-m", "cluster.cli", "metrics", "scrape-config",
+                           "-c", cluster.config_path, "--interval", "1s"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30, check=True).stdout
+    (tmp_path / "prometheus.yml").write_text(conf)
+    port = free_ports(1)[0]
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        poll_for(lambda: _status(base + "/-/ready") == 200 or proc.poll() is not None, PROMETHEUS_WAIT,
+                 "Prometheus ready")
+        assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def query(base: str, promql: str) -> list:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        doc = json.loads(resp.read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def scalar(result: list) -> float:
+    return sum(float(r["value"][1]) for r in result)
+
+
+def test_prometheus_scrapes_the_cluster_and_a_rate_comes_back(cluster, prometheus):
+    a_host, a_port = cluster.gates[0]
+    a = Client(a_host, a_port, timeout=10, ping_interval=None).connect()
+    b = Client(*cluster.gates[1], timeout=10, ping_interval=None).connect()
+    try:
+        for c, name in ((a, f"prom{os.getpid()}a"), (b, f"prom{os.getpid()}b")):
+            c.register(name, PASSWORD)
+            c.login(name, PASSWORD)
+        conv = dm_conv(a.user, b.user)
+
+        def stored_rate():
+            a.send(conv, "tick")           # keep traffic flowing while Prometheus scrapes
+            return scalar(query(prometheus, 'sum(rate(zonechat_zone_messages_stored_total{kind="dm"}[5s]))')) > 0
+        poll_for(stored_rate, PROMETHEUS_WAIT, "a DM store rate above 0 in Prometheus", interval=0.2)
+        assert scalar(query(prometheus, "sum(rate(zonechat_gate_frames_in_total[5s]))")) > 0
+        ups = query(prometheus, 'up{job="zonechat"}')
+        assert ups and all(r["value"][1] == "1" for r in ups)
+        nodes = query(prometheus, "zonechat_node_up == 1")
+        assert {r["metric"]["node"] for r in nodes} == set(cluster.cfg.nodes)
+        p99 = query(prometheus, "histogram_quantile(0.99, sum by (le) (rate(zonechat_gate_ack_seconds_bucket[10s])))")
+        assert p99 and 0 < float(p99[0]["value"][1]) < 10
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_shipped_alert_rules_load_in_prometheus():
+    """docs/prometheus/alerts.yml is a valid rule file (promtool, from the same package)."""
+    done = subprocess.run([prometheus_binary("promtool"), "check", "rules",
+                           os.path.join(REPO, "docs", "prometheus", "alerts.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
 def test_a_stopped_redis_makes_the_zones_unready_and_healthz_stays(cluster):
     pid = cluster.pid("redis")
     os.kill(pid, signal.SIGSTOP)
@@ -183,7 +280,7 @@ def test_a_stopped_redis_makes_the_zones_unready_and_healthz_stays(cluster):
 
 def test_a_gate_without_its_zone_is_not_ready(cluster):
     """zone2 killed: the gates' links to it drop, so they are not ready (and /healthz
-    says zone2 is not serving) until the supervisor's restart, 8 s later, is back."""
+    says zone2 is not serving) until the supervisor's restart, 4 s later, is back."""
     old = cluster.pid("zone2")
     os.kill(old, signal.SIGKILL)
 
