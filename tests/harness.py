@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -75,6 +77,27 @@ def poll_for(predicate, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def http_request(url: str, headers: dict | None = None, data: bytes | None = None,
+                 method: str | None = None, timeout: float = 10) -> tuple:
+    """(status, headers, body bytes) of one HTTP request; an error status is returned too."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def output_of(proc: subprocess.Popen, timeout: float) -> str:
+    """All of ``proc``'s stdout once it exits; killed (and reaped) if it is not done in time."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def free_ports(count: int) -> list[int]:

@@ -38,7 +38,7 @@ import msgpack
 import redis
 from gevent.event import AsyncResult
 
-from client import Client
+from client import Client, ClientError
 from cluster import admin as admin_mod
 from cluster.codec import MAX_SERVER_FRAME, FrameReader, encode_frame, unpackb
 from cluster.convs import dm
@@ -281,6 +281,26 @@ def pair(users: Users, gates=(0, 1)):
     """Two logged-in users on the given gates and their DM id."""
     a, b = users.new("a", gates[0]), users.new("b", gates[1])
     return a, b, dm(a.user, b.user)
+
+
+TRANSIENT = ("unavailable", "timeout", "disconnected", "connect_failed")   # worth a resend
+
+
+def send_until_acked(client: Client, conv: str, cid: str, body, patience: float, retry: float = 0.2,
+                     who: str = "") -> int:
+    """Send ``body`` with ``cid`` and resend it with the same cid after every transient error
+    (what an app does after ``unavailable`` or a reconnect) until it is acked; its seq. A
+    refusal, or no ack within ``patience`` seconds, is an AssertionError naming ``who``."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return client.send(conv, body, cid=cid)["seq"]
+        except ClientError as exc:
+            if exc.code not in TRANSIENT:
+                raise AssertionError(f"{who}{cid} refused: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{who}no ack for {cid} in {patience:g}s: {exc}") from exc
+        gevent.sleep(retry)
 
 
 def redis_client(cluster) -> redis.Redis:

@@ -12,8 +12,6 @@ import json
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import psutil
 import pytest
@@ -21,7 +19,7 @@ import yaml
 
 from cluster.admin import AdminFailed
 from client import dm_conv
-from harness import REPO
+from harness import REPO, http_request
 from kit import admin, admin_cli, expect_error, expect_ok, fresh, wait_for
 
 
@@ -34,12 +32,8 @@ def http(cluster, path: str, payload=None, auth: str | None = "secret", method: 
     elif auth is not None:
         headers["Authorization"] = auth
     data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    status, _, body = http_request(f"http://{host}:{port}{path}", headers, data, method)
+    return status, json.loads(body or b"{}")
 
 
 # -- the endpoint ----------------------------------------------------------------------------

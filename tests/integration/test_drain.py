@@ -24,8 +24,6 @@ import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import websocket
@@ -34,7 +32,7 @@ from client import Client, dm_conv
 from cluster.codec import packb, unpackb
 from cluster.rolling import readyz_url
 from gate.drain import RETRY_MS
-from harness import REPO, poll_for, zonechat
+from harness import REPO, http_request, output_of, poll_for, zonechat
 from kit import PASSWORD, Raw, fresh, register
 from test_admin_api import http
 
@@ -89,11 +87,7 @@ def refused(addr) -> bool:
 
 def readyz(cluster, node: str) -> int:
     """The status of the supervisor's /readyz for ``node``."""
-    try:
-        with urllib.request.urlopen(readyz_url(cluster.cfg, None, node), timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return http_request(readyz_url(cluster.cfg, None, node), timeout=5)[0]
 
 
 def js_mover(cluster, user: str) -> subprocess.Popen | None:
@@ -113,13 +107,7 @@ def js_mover(cluster, user: str) -> subprocess.Popen | None:
 
 
 def js_result(proc: subprocess.Popen) -> dict:
-    try:
-        out, _ = proc.communicate(timeout=40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(output_of(proc, 40).strip().splitlines()[-1])
 
 
 def ws_login(cluster, gate: str, user: str) -> websocket.WebSocket:

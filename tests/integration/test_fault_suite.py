@@ -35,12 +35,12 @@ import pytest
 from gevent.event import Event
 
 import faultcheck
-from client import Client, ClientError
+from client import Client
 from cluster.codec import msg_prefix, packb
 from cluster.convs import dm
 from dc.store import Store, StoreItem
 from harness import poll_for
-from kit import PASSWORD, Users, fresh, pair, register
+from kit import PASSWORD, Users, fresh, pair, register, send_until_acked
 from test_faults import Stopped, zone_of
 from zone.recent import Journal, journal_path
 
@@ -249,21 +249,9 @@ class Writer:
                 return
             send = faultcheck.Send(self.name, self.conv, f"{self.name}-{i}", self.nemesis.phase)
             self.sends.append(send)
-            self.until_acked(send, i)
+            send.acks.append(send_until_acked(self.client, self.conv, send.cid, i, ACK_PATIENCE, RETRY,
+                                              who=f"{self.name}: "))
             gevent.sleep(0 if self.nemesis.bursting else PACE)
-
-    def until_acked(self, send: faultcheck.Send, body) -> None:
-        deadline = time.monotonic() + ACK_PATIENCE
-        while True:
-            try:
-                send.acks.append(self.client.send(self.conv, body, cid=send.cid)["seq"])
-                return
-            except ClientError as exc:
-                if exc.code not in ("unavailable", "timeout", "disconnected", "connect_failed"):
-                    raise AssertionError(f"{self.name}: {send.cid} refused: {exc}") from exc
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.name}: no ack for {send.cid} in {ACK_PATIENCE:g}s: {exc}") from exc
-            gevent.sleep(RETRY)
 
 
 class Reader(Client):

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import Client, dm_conv
-from harness import REPO, free_ports, need_tool, poll_for
+from harness import REPO, free_ports, http_request, need_tool, poll_for
 
 PASSWORD = "password123"
 WAIT = 20.0
@@ -51,12 +51,7 @@ def fresh(prefix: str) -> str:
 
 
 def http_get(cluster, path: str):
-    url = f"http://127.0.0.1:{cluster.cfg.metrics.port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=15) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
+    return http_request(f"http://127.0.0.1:{cluster.cfg.metrics.port}{path}", timeout=15)
 
 
 def scrape(cluster) -> dict:
@@ -209,8 +204,7 @@ def prometheus(cluster, tmp_path):
 
 def _status(url: str) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status
+        return http_request(url, timeout=5)[0]
     except (urllib.error.URLError, OSError):
         return None
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import urllib.error
-import urllib.request
 
 import pytest
 
 from cluster import admin as admin_mod
 from client import Client, dm_conv
-from harness import poll_for
+from harness import http_request, poll_for
 
 PASSWORD = "password123"
 WAIT = 20.0
@@ -35,12 +33,7 @@ def get(cluster, path: str, auth: str | None = "secret"):
     headers = {}
     if auth is not None:
         headers["Authorization"] = f"Bearer {cluster.secret}" if auth == "secret" else auth
-    req = urllib.request.Request(f"http://{host}:{port}{path}", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
+    return http_request(f"http://{host}:{port}{path}", headers)
 
 
 def ops(cluster) -> dict:

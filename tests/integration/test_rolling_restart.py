@@ -31,9 +31,9 @@ import gevent
 from gevent.event import Event
 
 import faultcheck
-from client import Client, ClientError, dm_conv
-from harness import REPO, poll_for
-from kit import PASSWORD, fresh, register
+from client import Client, dm_conv
+from harness import REPO, output_of, poll_for
+from kit import PASSWORD, fresh, register, send_until_acked
 from test_fault_suite import full_history
 
 OVERRIDES = {"gate": {"request_timeout": 2}}     # a restarting zone's sends fail fast: resent
@@ -43,7 +43,6 @@ OVER = 2.0                                        # seconds per gate drain
 PACE = 0.5                                        # seconds between two sends to one conversation
 RETRY = 0.2                                       # seconds before resending an unacked cid
 ACK_PATIENCE = 60.0
-TRANSIENT = ("unavailable", "timeout", "disconnected", "connect_failed")
 
 
 def peak_per_second(times: list[float]) -> int:
@@ -77,21 +76,7 @@ class Writer:
             send = faultcheck.Send(self.client.user, self.conv, f"{self.client.user}-{self.conv[:1]}{i}",
                                    self.phase.name)
             self.sends.append(send)
-            self.until_acked(send, i)
-
-    def until_acked(self, send: faultcheck.Send, body) -> None:
-        deadline = time.monotonic() + ACK_PATIENCE
-        while True:
-            try:
-                send.acks.append(self.client.send(self.conv, body, cid=send.cid)["seq"])
-                return
-            except ClientError as exc:
-                if exc.code not in TRANSIENT:
-                    raise AssertionError(f"{send.cid} refused: {exc}") from exc
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no ack for {send.cid} in {ACK_PATIENCE:g}s: {exc}") from exc
-            gevent.sleep(RETRY)
-
+            send.acks.append(send_until_acked(self.client, self.conv, send.cid, i, ACK_PATIENCE, RETRY))
 
 def users_and_convs(cluster) -> tuple[list[str], list[tuple[str, str]]]:
     """CLIENTS registered names and each one's two conversations (its DM, its group)."""
@@ -131,12 +116,7 @@ def rolling_restart(cluster, reconnects: list) -> tuple[str, list[float]]:
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "restart", "--rolling", "-c",
                              cluster.config_path, "--over", f"{OVER:g}s", "--timeout", "60s"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out = output_of(proc, 180)
     assert proc.returncode == 0, out
     return out, reconnects[start:]
 
