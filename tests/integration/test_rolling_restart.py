@@ -173,5 +173,5 @@ def judge(report: faultcheck.Report, out: str, plain: list, drained: list) -> No
         assert f"{node} " in out and "ready again" in out, out
     assert f"gate1 drained ({CLIENTS} sessions moved)" in out and f"gate2 drained ({CLIENTS} sessions moved)" in out, out
     assert len(drained) >= 2 * CLIENTS                  # everyone moved twice
-    assert drained_peak <= pace * 1.3 + 3, (drained_peak, pace)
+    assert drained_peak <= pace * 1.3 + 1, (drained_peak, pace)   # measured: pace + 1 or 2
     assert plain_peak > drained_peak

@@ -2,7 +2,6 @@
 the ``kicked{moving}`` body; and the drain worker on a stand-in gate, in real time."""
 import bisect
 import logging
-import random
 import time
 
 import gevent
@@ -75,13 +74,17 @@ def test_a_lone_gate_names_no_other():
     assert drain.gate_addresses(cfg, "gate1") == []
 
 
-def test_the_moving_body_carries_the_gates_and_a_jittered_retry_hint():
+def test_the_moving_body_carries_the_gates_and_the_retry_hint():
     gates = [{"tcp": "10.0.0.2:7700"}]
-    bodies = [drain.moving_body(gates, random.Random(seed)) for seed in range(50)]
-    for body in bodies:
-        assert body["t"] == "kicked" and body["reason"] == "moving" and body["gates"] == gates
-        assert drain.RETRY_MS[0] <= body["retry_ms"] <= drain.RETRY_MS[1]
-    assert len({b["retry_ms"] for b in bodies}) > 10
+    assert drain.moving_body(gates, 120) == {"t": "kicked", "reason": "moving", "gates": gates, "retry_ms": 120}
+
+
+def test_the_retry_hint_is_the_time_between_two_kicks_within_a_tick_and_the_most():
+    assert drain.retry_hint_ms(30, 2.0) == 67                   # 15 kicks a second
+    assert drain.retry_hint_ms(10_000, 30.0) == 50              # batches: a tick at least
+    assert drain.retry_hint_ms(3, 30.0) == drain.RETRY_MS_MAX   # a slow drain: at most RETRY_MS_MAX
+    assert drain.retry_hint_ms(30, 0) == drain.RETRY_MS_MAX     # everyone at once: the widest spread
+    assert drain.retry_hint_ms(0, 2.0) == drain.RETRY_MS_MAX
 
 
 # -- the worker on a stand-in gate ---------------------------------------------------------
@@ -120,12 +123,12 @@ def test_the_drain_worker_kicks_everyone_at_the_pace_then_stops_with_code_0(capl
     gevent.spawn_later(0.2, gate.sessions.pop, 3)
     answer = drain.begin(gate, 0.5)
     assert answer == {"t": "ok", "sessions": 20, "over": 0.5, "already": False,
-                      "retry_ms": drain.RETRY_MS[1]} and gate.draining
+                      "retry_ms": 50} and gate.draining
     assert drain.begin(gate, 0.5)["already"] is True    # a second drain only reports
     assert gate.stopped.wait(5) and gate.exit_code == 0
     times = [t for t, *_ in gate.kicks]
     assert len(gate.kicks) == 19 and 3 not in {sid for _, sid, *_ in gate.kicks}
     assert 0.35 <= times[-1] - times[0] <= 0.7
     assert {reason for _, _, reason, _ in gate.kicks} == {"moving"}
-    assert all(body["gates"] == [{"tcp": "127.0.0.1:7710"}] for *_, body in gate.kicks)
+    assert all(body["gates"] == [{"tcp": "127.0.0.1:7710"}] and body["retry_ms"] == 50 for *_, body in gate.kicks)
     assert "gate1 drained 19 sessions over 0." in caplog.text
