@@ -42,9 +42,9 @@ that is no gate of the config is ``400``; a gate that does not answer in time (i
 down or restarting) ``503 unavailable``.
 
 Every action is written to the log role as an ``admin`` audit record and kept among the
-last actions of the operator view. ``GET /ops`` (and its ``/ops.js``, ``/ops.css``) is
-the operator view's page: it holds no data, so it is served without the secret
-(``center/ops.py``).
+last actions of the operator view. ``GET /ops`` and its files (``center/static/``: the
+page's scripts and styles, the vendored uPlot charts) are the operator view's page: they
+hold no data, so they are served without the secret (``center/ops.py``).
 """
 from __future__ import annotations
 
