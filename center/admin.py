@@ -20,7 +20,7 @@ POST path                JSON body                                      answer
 ``/v1/reload``           ``{}``: zones re-read moderation.word_filter     ``{reloaded}``
 ``/v1/drain``            ``{node, over?}``: the gate moves its sessions away over ``over`` s (default gate.drain_over), then exits  ``{node, over, sessions, already, retry_ms}``
 ``/v1/stats`` (GET)      -                                              counters
-``/v1/ops`` (GET)        -                                              the operator view's data
+``/v1/ops`` (GET)        ``?since=T`` (query)                           the operator view's data (history after second T)
 =======================  =============================================  ==================
 
 Bodies are strict JSON objects: NaN, Infinity, numbers that overflow to infinity, nesting
@@ -53,6 +53,7 @@ import json
 import logging
 import math
 import time
+import urllib.parse
 import uuid
 
 import gevent
@@ -72,6 +73,7 @@ MAX_USERS_PER_CALL = 5000
 MAX_DEPTH = 32               # nesting of a body's arrays and objects
 MAX_SECONDS = 10 * 365 * 86400   # a mute, slow mode or duplicate window
 MAX_REASON = 200             # characters of a ban reason
+MAX_QUERY_ARGS = 8           # query parameters of a GET looked at (the rest are ignored)
 MAX_DRAIN = 3600             # seconds a drain may be spread over
 ZONE_WAIT = 5.0              # seconds every zone has to confirm a ban
 INT64 = 2 ** 63
@@ -122,6 +124,12 @@ def parse_body(raw: bytes) -> dict:
         raise AdminError(400, "bad_request", "the body must be a JSON object")
     check_value(args)
     return args
+
+
+def query_args(environ) -> dict:
+    """A GET's query string as {name: last value} (``/v1/ops?since=...``)."""
+    pairs = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return dict(pairs[:MAX_QUERY_ARGS])
 
 
 def check_value(value) -> None:
@@ -197,7 +205,7 @@ class AdminApi:
         route = self.routes.get(environ.get("PATH_INFO", ""))
         if route is None:
             raise AdminError(404, "not_found", "no such admin endpoint")
-        args = self.read_json(environ) if environ["REQUEST_METHOD"] == "POST" else {}
+        args = self.read_json(environ) if environ["REQUEST_METHOD"] == "POST" else query_args(environ)
         result = route(args)
         if route not in (self.stats, self.ops):
             action = environ["PATH_INFO"].rsplit("/", 1)[-1]
@@ -355,5 +363,8 @@ class AdminApi:
     def stats(self, _args) -> dict:
         return self.center.snapshot()
 
-    def ops(self, _args) -> dict:
-        return self.center.ops.snapshot()
+    def ops(self, args) -> dict:
+        since = args.get("since")
+        if since is not None and not (since.isascii() and since.isdigit() and len(since) <= 12):
+            raise AdminError(400, "bad_request", "since must be a time in whole seconds (the last history t you have)")
+        return self.center.ops.snapshot(None if since is None else int(since))

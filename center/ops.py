@@ -206,13 +206,15 @@ class Ops:
         view.update(node=name, age_s=round(age, 1), stale=age > STALE_AFTER)
         return view
 
-    def snapshot(self) -> dict:
-        """What ``GET /v1/ops`` answers."""
+    def snapshot(self, since: int | None = None) -> dict:
+        """What ``GET /v1/ops[?since=T]`` answers: the history rows after second ``since``
+        only (``history_whole`` false), or all of them."""
         self.tick()
         now = time.monotonic()
         center = {**self.center.snapshot(), "uptime_s": round(time.time() - self.started), **self.own_view}
+        history, whole = self.history.columns(since)
         out = {"at": int(time.time() * 1000), "center": center, "actions": list(self.actions),
-               "history": self.history.columns(), "history_seconds": self.history.rows.maxlen,
+               "history": history, "history_whole": whole, "history_seconds": self.history.rows.maxlen,
                "now": self.point(now)}
         for role, names in self.nodes.items():
             out[role + "s"] = [self.node_view(name, now) for name in names]

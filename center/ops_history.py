@@ -104,9 +104,16 @@ class History:
         self.rows.append((second, *(values.get(name) for name in SERIES)))
         self.last = second
 
-    def columns(self) -> dict:
-        """{"t": [seconds...], series: [values...]}: what the page's graphs take."""
+    def columns(self, since: int | None = None) -> tuple[dict, bool]:
+        """({"t": [seconds...], series: [values...]}, whole): what the page's graphs take.
+        With ``since`` (the newest second the page has) only the rows after it, unless
+        ``since`` is not among the rows kept (the page is new, or far behind, or center's
+        history started anew): then every row, and ``whole`` says so."""
         names = ("t", *SERIES)
-        if not self.rows:
-            return {name: [] for name in names}
-        return {name: list(column) for name, column in zip(names, zip(*self.rows))}
+        rows = list(self.rows)
+        whole = since is None or not rows or not rows[0][0] <= since <= rows[-1][0]
+        if not whole:
+            rows = rows[len(rows) - (rows[-1][0] - since):]
+        if not rows:
+            return {name: [] for name in names}, whole
+        return {name: list(column) for name, column in zip(names, zip(*rows))}, whole

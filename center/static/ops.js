@@ -1,12 +1,15 @@
 // The operator view: asks for the cluster secret (kept in this tab's sessionStorage), then
-// polls GET /v1/ops once a second with Authorization: Bearer and draws what it answers:
+// polls GET /v1/ops once a second with Authorization: Bearer (after the first answer with
+// ?since=<the newest second it has>, so only new history rows come) and draws what it answers:
 // summary cards, the graphs of the last 15 minutes (ops_graphs.js), a table per role and
 // the processes, the last admin actions; the forms send admin actions (ops_actions.js).
 // Every value goes into the page as text (textContent), never as HTML.
 
 import { Actions } from "./ops_actions.js";
 import { Graphs } from "./ops_graphs.js";
-import { DASH, ago, bytes, clock, duration, millis, num, pairs, percent, rate } from "./ops_format.js";
+import {
+  DASH, ago, bytes, clock, duration, mergeHistory, millis, newestSecond, num, pairs, percent, rate,
+} from "./ops_format.js";
 
 const KEY = "zonechat.ops.secret";
 const POLL_MS = 1000;
@@ -14,6 +17,7 @@ const $ = (id) => document.getElementById(id);
 let generation = 0;          // a new secret or a 401 stops the previous polling loop
 let timer = null;
 let inflight = false, again = false;
+let history = null;          // the graphs' columns, topped up from each answer (?since=)
 const graphs = new Graphs(document);
 
 function setStatus(state, text) {
@@ -104,13 +108,14 @@ function renderSummary(d) {
 }
 
 function renderHistory(d) {
-  const t = (d.history && d.history.t) || [];
+  history = mergeHistory(history, d);
+  const t = history.t || [];
   const span = t.length ? t[t.length - 1] - t[0] + 1 : 0;
   const total = d.history_seconds || 900;
   $("history-span").textContent = span >= total
     ? "one point a second"
     : `one point a second · ${duration(span)} kept so far (since center started), up to ${duration(total)}`;
-  graphs.update(d.history);
+  graphs.update(history);
 }
 
 function procRows(d) {
@@ -148,7 +153,8 @@ function refused() {
 
 async function fetchOps(gen) {
   try {
-    const resp = await fetch("/v1/ops", {
+    const since = newestSecond(history);
+    const resp = await fetch(since === null ? "/v1/ops" : `/v1/ops?since=${since}`, {
       headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` }, cache: "no-store",
     });
     if (resp.status === 401) { refused(); return; }

@@ -57,3 +57,26 @@ export function pairs(map) {
 export function clock(ms) {
   return new Date(ms).toLocaleTimeString();
 }
+
+// The page's copy of the history (columns: t and one per series) after one /v1/ops answer
+// to `?since=<its newest t>`: the answer's rows replace it when `history_whole` (the first
+// poll, or center's history started anew), else they are appended; either way only the
+// last `seconds` seconds are kept, like center's own.
+export function mergeHistory(kept, answer) {
+  const fresh = answer.history || {};
+  const names = Object.keys(fresh);
+  const merged = {};
+  for (const name of names) {
+    merged[name] = answer.history_whole || !kept ? [...fresh[name]] : [...(kept[name] || []), ...fresh[name]];
+  }
+  const t = merged.t || [];
+  const seconds = answer.history_seconds || 900;
+  const drop = t.length ? t.findIndex((s) => s > t[t.length - 1] - seconds) : 0;
+  if (drop > 0) for (const name of names) merged[name].splice(0, drop);
+  return merged;
+}
+
+export function newestSecond(history) {
+  const t = (history && history.t) || [];
+  return t.length ? t[t.length - 1] : null;
+}

@@ -148,3 +148,26 @@ def test_admin_actions_are_listed_newest_first_and_bounded(cluster, users):
     assert len(actions) == 50
     assert actions[0]["action"] == "kick" and "nobody54" in actions[0]["args"]
     assert all(a["action"] == "kick" for a in actions)
+
+
+def test_since_sends_only_the_history_the_page_lacks(cluster):
+    """The page asks ``?since=<its newest second>``: only newer rows come back (a poll a
+    second gets one row, not 900); a second center does not keep means the whole history."""
+    first = ops(cluster)
+    assert first["history_whole"] is True
+    newest = poll_for(lambda: (t := ops(cluster)["history"]["t"]) and len(t) >= 2 and t, WAIT,
+                      "two seconds of history")[-1]
+    later = poll_for(lambda: (d := ops_since(cluster, newest))["history"]["t"] and d, WAIT, "a newer row")
+    assert later["history_whole"] is False and later["history"]["t"][0] == newest + 1
+    assert set(later["history"]) == set(first["history"])
+    assert all(len(col) == len(later["history"]["t"]) for col in later["history"].values())
+    assert ops_since(cluster, 1)["history_whole"] is True          # long gone: all of it
+    for bad in ("abc", "-5", "1e3", "9" * 13):
+        status, _, body = get(cluster, f"/v1/ops?since={bad}")
+        assert status == 400 and json.loads(body)["error"] == "bad_request", bad
+
+
+def ops_since(cluster, since: int) -> dict:
+    status, _, body = get(cluster, f"/v1/ops?since={since}")
+    assert status == 200, body
+    return json.loads(body)

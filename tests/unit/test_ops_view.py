@@ -102,7 +102,8 @@ def test_history_one_row_a_second_bounded():
     for k in range(12):
         h.add(1000 + k + 0.3, {"msgs_per_s": k})
         h.add(1000 + k + 0.7, {"msgs_per_s": -1})                # same second: ignored
-    cols = h.columns()
+    cols, whole = h.columns()
+    assert whole
     assert cols["t"] == [1007, 1008, 1009, 1010, 1011]
     assert cols["msgs_per_s"] == [7, 8, 9, 10, 11]
     assert set(cols) == {"t", *SERIES} and len(h.rows) == 5
@@ -113,13 +114,26 @@ def test_history_gaps_are_none_and_a_long_gap_keeps_the_bound():
     h = History(seconds=5)
     h.add(100.0, {"sessions": 3})
     h.add(103.2, {"sessions": 4})
-    assert h.columns()["t"] == [100, 101, 102, 103]
-    assert h.columns()["sessions"] == [3, None, None, 4]
+    assert h.columns()[0]["t"] == [100, 101, 102, 103]
+    assert h.columns()[0]["sessions"] == [3, None, None, 4]
     h.add(10_000.0, {"sessions": 5})                            # hours later: only the bound
-    assert h.columns()["t"] == [9996, 9997, 9998, 9999, 10000]
+    assert h.columns()[0]["t"] == [9996, 9997, 9998, 9999, 10000]
     h.add(9_000.0, {"sessions": 6})                             # the clock stepped back
-    assert h.columns()["t"] == [9000] and h.columns()["sessions"] == [6]
-    assert History().columns() == {name: [] for name in ("t", *SERIES)}
+    assert h.columns()[0]["t"] == [9000] and h.columns()[0]["sessions"] == [6]
+    assert History().columns() == ({name: [] for name in ("t", *SERIES)}, True)
+
+
+def test_history_since_the_pages_newest_second_sends_only_what_is_new():
+    h = History(seconds=5)
+    for k in range(8):
+        h.add(200 + k, {"sessions": k})                          # kept: 203..207
+    cols, whole = h.columns(since=205)
+    assert not whole and cols["t"] == [206, 207] and cols["sessions"] == [6, 7]
+    assert h.columns(since=207) == ({name: [] for name in ("t", *SERIES)}, False)   # nothing new
+    for since in (202, 208, 10):                                 # not kept (too old, ahead, a restart)
+        cols, whole = h.columns(since=since)
+        assert whole and cols["t"] == [203, 204, 205, 206, 207], since
+    assert History().columns(since=5)[1] is True
 
 
 def gate_report(t, stored=None, deliveries=0, errors=0, acks=None, sessions=1, cpu=1.0):
