@@ -87,6 +87,23 @@ class LoginConf:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """The history Redis keeps of one kind of conversation: at most the ``count`` newest
+    messages, and none older than ``age`` seconds; 0 is no bound. ``count`` None (unset):
+    0 for DMs and groups, ``chat.room_history`` for rooms and ``sys`` (dc/retention.py)."""
+    count: int | None = None
+    age: float = 0
+
+
+@dataclass(frozen=True)
+class RetentionConf:
+    dm: Retention = Retention(count=0)
+    group: Retention = Retention(count=0)
+    room: Retention = Retention()           # count: chat.room_history
+    sys: Retention = Retention()
+
+
+@dataclass(frozen=True)
 class ChatConf:
     slots: int = 1024
     body_max: int = 4096
@@ -94,10 +111,11 @@ class ChatConf:
     sync_default: int = 100
     sync_max: int = 500
     replay_max: int = 1000
-    room_history: int = 1000
+    room_history: int = 1000         # rooms' and sys' count unless chat.retention sets one
     join_recent: int = 50
     dedup_ttl: int = 86400
     group_max_members: int = 500     # a group's members, its owner included
+    retention: RetentionConf = RetentionConf()
 
 
 @dataclass(frozen=True)
@@ -235,6 +253,9 @@ def _coerce(value: Any, typ: Any, path: str) -> Any:
     raise ConfigError(f"expected {typ.split(' ')[0]}, got {value!r}", path)
 
 
+NESTED = {"RetentionConf": RetentionConf, "Retention": Retention}   # sections within a section
+
+
 def _section(cls: type, raw: Any, path: str, extra: dict | None = None):
     if raw is None:
         raw = {}
@@ -245,7 +266,9 @@ def _section(cls: type, raw: Any, path: str, extra: dict | None = None):
     for key, value in raw.items():
         if key not in known:
             raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", f"{path}.{key}")
-        kwargs[key] = _coerce(value, known[key].type, f"{path}.{key}")
+        nested = NESTED.get(str(known[key].type))
+        kwargs[key] = (_section(nested, value, f"{path}.{key}") if nested
+                       else _coerce(value, known[key].type, f"{path}.{key}"))
     return cls(**kwargs)
 
 
@@ -303,6 +326,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("must be 0 (none allowed) or more", f"gate.{key}")
     if cfg.gate.limit_window <= 0:
         raise ConfigError("must be more than 0 seconds", "gate.limit_window")
+    for kind in ("dm", "group", "room", "sys"):
+        keep = getattr(cfg.chat.retention, kind)
+        if (keep.count is not None and keep.count < 0) or keep.age < 0:
+            raise ConfigError("count and age must be 0 (no bound) or more", f"chat.retention.{kind}")
+    if cfg.chat.room_history < 0:
+        raise ConfigError("must be 0 (keep all) or more", "chat.room_history")
     if cfg.chat.group_max_members < 2:
         raise ConfigError("must be at least 2 (the owner and one member)", "chat.group_max_members")
     if cfg.cluster.secret is not None:

@@ -18,7 +18,7 @@ import redis
 from redis import Redis
 
 from cluster import secrets
-from dc import keys
+from dc import keys, retention
 
 MAX_HISTORY_BYTES = 1024 * 1024 - 4096     # a history frame stays under 1 MiB
 MEMORY_FIELDS = ("used_memory", "used_memory_human", "used_memory_peak",
@@ -38,8 +38,9 @@ class StoreItem:
     ts: int
     prefix: bytes
     index: str = ""      # users whose conversation list gains conv with its first message
-    cap: int = 0         # history bound (rooms, sys); 0 keeps everything
+    cap: int = 0         # newest messages kept (chat.retention count); 0 keeps everything
     deadline: int = 2 ** 53   # ms since epoch; not stored after it (the gate said unavailable)
+    age: int = 0         # ms a message is kept (chat.retention age); 0 keeps everything
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
@@ -187,7 +188,8 @@ class Store:
             return []
         # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
         blob = msgpack.packb([(it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap,
-                               it.deadline) for it in items], use_bin_type=False)
+                               it.deadline, it.age, retention.bucket_ms(it.age)) for it in items],
+                             use_bin_type=False)
         raw = self._link.eval(self._store, [], [self.dedup_ttl, blob])
         return [None if r[0] == 2 else (r[1], r[2], r[0] == 1)
                 for r in msgpack.unpackb(raw, raw=False)]
@@ -217,9 +219,37 @@ class Store:
         raw = self._link.run(Redis.mget, [keys.seq(c) for c in convs])
         return {c: int(v or 0) for c, v in zip(convs, raw)}
 
+    def kept_ranges(self, bounded: dict) -> dict:
+        """{conv: (first, last)} for {conv: retention.Bounds}: the oldest seq still kept
+        (last + 1 when none is) and the last seq, in one round trip."""
+        convs = list(bounded)
+        if not convs:
+            return {}
+
+        def run(r):
+            pipe = r.pipeline(transaction=False)
+            for conv in convs:
+                pipe.get(keys.seq(conv))
+                if bounded[conv].age_ms > 0:
+                    pipe.lindex(keys.checkpoints(conv), 0)
+                    pipe.exists(keys.messages(conv))
+            return pipe.execute()
+        raw = iter(self._link.run(run))
+        out = {}
+        for conv in convs:
+            last, bounds = int(next(raw) or 0), bounded[conv]
+            checkpoint, exists = (next(raw), bool(next(raw))) if bounds.age_ms > 0 else (None, True)
+            out[conv] = (retention.first_seq(last, bounds, checkpoint, exists), last)
+        return out
+
     def history_many(self, reqs, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[tuple[list[bytes], int]]:
         """For each (conv, after, limit): (records with seq > after, oldest first; last seq).
         Each list stops before ``max_bytes`` (a sync page's frame limit; None: no limit)."""
+        return [(_bounded(page, max_bytes), last) for page, last in self._pages(reqs)]
+
+    def _pages(self, reqs) -> list[tuple[list, int]]:
+        """For each (conv, after, limit): (the HMGET of seqs after+1..after+limit, None
+        where missing; last seq), in one round trip."""
         reqs = list(reqs)
         if not reqs:
             return []
@@ -235,7 +265,7 @@ class Store:
         out = []
         for _conv, _after, limit in reqs:
             last = int(next(raw) or 0)
-            out.append((_bounded(next(raw), max_bytes) if limit > 0 else [], last))
+            out.append((next(raw) if limit > 0 else [], last))
         return out
 
     def records(self, pairs) -> list:
@@ -263,11 +293,12 @@ class Store:
             args += (user, conv, int(seq))
         return int(self._link.eval(self._cursor, [], args))
 
-    def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",), floors=None):
+    def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",), floors=None, bounds=None):
         """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...]).
 
         The replay holds, per DM or group of the user, the first ``replay_max`` messages
-        above the delivered cursor, oldest first.
+        above the delivered cursor that are still kept (``bounds``: {kind: Bounds} of
+        chat.retention; a cursor below what is kept starts at the oldest kept), oldest first.
         """
         def read_index(r):
             pipe = r.pipeline(transaction=False)
@@ -280,12 +311,17 @@ class Store:
         for conv, seen in (floors or {}).items():
             cursors[conv] = max(cursors.get(conv, 0), seen)
         last = self.last_seqs(list(convs) + list(extra_convs))
+        bounded = {c: bounds[retention.kind_of(c)] for c in convs
+                   if bounds and any(bounds[retention.kind_of(c)])}
+        for conv, (first, _) in self.kept_ranges(bounded).items():
+            cursors[conv] = max(cursors.get(conv, 0), first - 1)
         wanted = [(c, cursors.get(c, 0), min(replay_max, last[c] - cursors.get(c, 0)))
                   for c in convs if last[c] > cursors.get(c, 0)]
         replay = []
-        # the replay is pushed frame by frame: the 1 MiB bound of one history page does not apply
-        for (conv, after, _), (records, _last) in zip(wanted, self.history_many(wanted, max_bytes=None)):
-            replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(records))
+        # the replay is pushed frame by frame: the 1 MiB bound of one history page does not
+        # apply; a record trimmed meanwhile is skipped, every other keeps its own seq
+        for (conv, after, _), (page, _last) in zip(wanted, self._pages(wanted)):
+            replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(page) if rec is not None)
         return last, replay
 
     # -- login attempts and token epochs (issue 11) -----------------------------------

@@ -41,6 +41,7 @@ from cluster.metrics import redis_answers
 from cluster.node import Node
 from cluster.replies import OK, Refused, unavailable
 from cluster.stats import bus_counters, report_loop
+from dc import retention
 from dc.store import Store, StoreUnavailable
 from login.hashing import HashBusy, HashPool
 
@@ -69,6 +70,7 @@ class LoginNode(Node):
         gate_wait = max(config.gate.request_timeout, GATE_LOGIN_WAIT)
         self.hash_wait = max(0.5, gate_wait - AFTER_HASH)     # the longest a request queues for a hash
         self.store = Store.from_config(config, max_connections=64)
+        self.retention = retention.all_bounds(config.chat)      # the replay starts at what is kept
         self.pool = Pool(MAX_LOGINS)
         self.binds: dict = {}
         self._bind_ids = itertools.count(1)
@@ -174,7 +176,7 @@ class LoginNode(Node):
             raise Refused("auth_failed", f"this account is banned: {record['ban']}")
         self.bind(user, env.gate, env.sid)
         token, expires = tokens.mint(self.token_key, user, tokens.epoch_of(record), self.conf.token_ttl)
-        last, replay = self.store.welcome_state(user, self.config.chat.replay_max)
+        last, replay = self.store.welcome_state(user, self.config.chat.replay_max, bounds=self.retention)
         body = {"t": "welcome", "user": user, "token": token, "expires": expires,
                 "convs": last, "ts": int(time.time() * 1000)}
         self.stats["welcome"] += 1
@@ -183,7 +185,8 @@ class LoginNode(Node):
 
     def resume(self, env: Resume, _deadline: float) -> None:
         """After a center restart: what a session may have missed, above what it has."""
-        _last, replay = self.store.welcome_state(env.user, self.config.chat.replay_max, floors=env.seen)
+        _last, replay = self.store.welcome_state(env.user, self.config.chat.replay_max, floors=env.seen,
+                                                bounds=self.retention)
         # the session's own sends were acked, never pushed: pushing them now would echo them
         replay = [item for item in replay if unpackb(item[2]).get("from") != env.user]
         self.bus.send(env.gate, Resumed(env.req, replay))

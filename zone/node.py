@@ -28,6 +28,7 @@ from cluster.node import Node
 from cluster.replies import OK, Refused
 from cluster.slots import SlotTable
 from cluster.stats import bus_counters, report_loop
+from dc import retention
 from dc.store import Store, StoreItem, StoreUnavailable
 from zone import metrics as zone_metrics
 from zone.groups import Groups, GroupWork, named_users
@@ -53,6 +54,7 @@ class ZoneNode(Node):
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.chat = config.chat
+        self.retention = retention.all_bounds(config.chat)     # {kind: Bounds} (dc/retention.py)
         self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.store = Store.from_config(config, max_connections=8)
         caches = config.zone
@@ -292,8 +294,9 @@ class ZoneNode(Node):
         items = []
         for r in reqs:
             r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
+            keep = self.bounds_of(r.conv)
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
-                                   cap=self.cap_of(r.conv), deadline=r.deadline))
+                                   cap=keep.count, deadline=r.deadline, age=keep.age_ms))
         self.journal.note(now_ms, [r.conv for r in reqs if convs.is_durable(r.conv)])
         began = time.perf_counter()
         results = self.store.store_batch(items)
@@ -364,8 +367,8 @@ class ZoneNode(Node):
     def index_of(self, r) -> str:
         return " ".join(r.pair)
 
-    def cap_of(self, conv: str) -> int:
-        return 0 if convs.is_durable(conv) else self.chat.room_history
+    def bounds_of(self, conv: str) -> retention.Bounds:
+        return self.retention[retention.kind_of(conv)]
 
     def deliver(self, r, seq: int, record: bytes, log: bool = True, acked: int | None = None) -> None:
         """Send a stored message on; ``acked``: its ts, and the sender's ack goes first. A
@@ -403,19 +406,14 @@ class ZoneNode(Node):
                 self.refuse(r, exc)
                 continue
             ok.append(r)
-        results = self.store.history_many(list(self.floored(ok)))
-        for r, (records, last) in zip(ok, results):
+        kept = self.store.kept_ranges({r.conv: self.bounds_of(r.conv) for r in ok if any(self.bounds_of(r.conv))})
+        firsts = {conv: first for conv, (first, _) in kept.items()}
+        wanted = [(r.conv, max(r.after, firsts.get(r.conv, 1) - 1), r.limit) for r in ok]
+        for r, (records, last) in zip(ok, self.store.history_many(wanted)):
             head = {"t": "history", "conv": r.conv, "last_seq": last}
+            if r.after + 1 < firsts.get(r.conv, 1):      # asked for what is no longer kept
+                head["first_seq"] = firsts[r.conv]
             self.reply(r, pack_map_with_raw(head, "msgs", records))
-
-    def floored(self, syncs):
-        """(conv, after, limit) per sync: rooms and sys keep the newest room_history
-        messages, so a sync starts there at the earliest."""
-        capped = [r.conv for r in syncs if not convs.is_durable(r.conv)]
-        last = self.store.last_seqs(capped) if capped else {}
-        for r in syncs:
-            floor = last[r.conv] - self.chat.room_history if r.conv in last else 0
-            yield r.conv, max(r.after, floor), r.limit
 
     def handle_one(self, r) -> None:
         try:
