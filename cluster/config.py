@@ -330,6 +330,10 @@ def _validate(cfg: Config) -> None:
         keep = getattr(cfg.chat.retention, kind)
         if (keep.count is not None and keep.count < 0) or keep.age < 0:
             raise ConfigError("count and age must be 0 (no bound) or more", f"chat.retention.{kind}")
+    if cfg.log.keep_files < 0:
+        raise ConfigError("must be 0 (keep every file: the complete archive) or more", "log.keep_files")
+    if cfg.log.rotate_bytes < 1:
+        raise ConfigError("must be at least 1", "log.rotate_bytes")
     if cfg.chat.room_history < 0:
         raise ConfigError("must be 0 (keep all) or more", "chat.room_history")
     if cfg.chat.group_max_members < 2:

@@ -4,7 +4,8 @@
 Layout: ``<data_dir>/log/traffic-00000001.log``, ``traffic-00000002.log``, ... The number
 only grows, so "oldest to newest" is numeric order and a reader never sees a file renamed
 under it. The writer appends to the highest number and starts the next one once a file
-has passed ``rotate_bytes``; past ``keep_files`` files the oldest are deleted.
+has passed ``rotate_bytes``; past ``keep_files`` files the oldest are deleted (``keep_files:
+0`` deletes nothing: the log is then the complete archive ``zonechat log export`` reads).
 
 File format (version 1)::
 
@@ -24,7 +25,8 @@ kind       fields
 =========  =========================================================
 ``in``     sid, user or None, body (msgpack bytes, secrets redacted)
 ``out``    sid or None, user or None, body, recipient count
-``store``  conv, seq, sender, cid, ts
+``store``  conv, seq, sender, cid, ts, record (the stored ``msg`` map, msgpack bytes;
+           absent in files written before it was added)
 ``admin``  action, args (map)
 ``stats``  counters (map, including ``log_drops``)
 other      stored as they came
@@ -104,7 +106,7 @@ class LogWriter:
     def __init__(self, directory: str, rotate_bytes: int, keep_files: int):
         self.directory = directory
         self.rotate_bytes = max(1, rotate_bytes)
-        self.keep_files = max(1, keep_files)
+        self.keep_files = max(0, keep_files)      # 0: keep every file
         self.number = 0
         self.size = 0
         self._fd: int | None = None
@@ -185,6 +187,8 @@ class LogWriter:
             self._start(self.number + 1)
 
     def _prune(self) -> None:
+        if not self.keep_files:
+            return
         files = list_files(self.directory)
         for _, path in files[:max(0, len(files) - self.keep_files)]:
             try:

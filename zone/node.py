@@ -375,7 +375,7 @@ class ZoneNode(Node):
         DM or group message whose sender's gate takes deliveries directly travels there
         as one ``sent`` envelope (the ack and the delivery; one encode, one hop)."""
         if log:
-            self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000))
+            self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000), record)
         users = self.recipients(r) if convs.is_durable(r.conv) else None
         if acked is not None and users and r.gate in self.dlv_peers:
             self.bus.send(r.gate, Sent(r.req, self.ack_body(r, seq, acked), users, r.conv, seq, record))

@@ -11,16 +11,19 @@ count (10) and sys as shipped (chat.room_history). Shown here:
 - a group kept for 2 s: messages older than that (plus one checkpoint second) are gone
   while new ones flow in; a group nobody writes to loses its whole history when it
   expires, keeps its seq counter (the next message is last + 1, never a reused seq);
-- a sync at or above the kept range has no ``first_seq``.
+- a sync at or above the kept range has no ``first_seq``;
+- the traffic log is the archive: ``zonechat log export`` gives every message of a DM,
+  the trimmed ones too, with its body.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from dc import keys
-from harness import poll_for
+from harness import poll_for, zonechat
 from kit import Users, fresh, pair, redis_client, stored_seqs
 
 DM_COUNT, ROOM_COUNT, GROUP_AGE = 5, 10, 2.0
@@ -67,6 +70,35 @@ def test_a_dm_keeps_its_newest_messages_and_sync_says_where_they_start(cluster, 
     above = sync(b, conv, after=5)
     assert seqs(above) == [6, 7, 8] and "first_seq" not in above
     assert "first_seq" not in sync(b, conv, after=3)                 # 4 is the first kept: nothing missed
+
+
+def exported(cluster, conv: str, *args: str) -> list[dict]:
+    out = zonechat("log", "export", conv, *args, config=cluster.config_path)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_log_export_has_what_retention_trimmed(cluster, users, tmp_path):
+    a, b, conv = pair(users)
+    for i in range(8):
+        ack(b if i % 2 else a, conv, {"text": f"kept {i}"} if i % 2 else f"said {i}")
+    assert stored_seqs(redis_client(cluster), conv) == [4, 5, 6, 7, 8]
+    lines = poll_for(lambda: (found := exported(cluster, conv)) and len(found) == 8 and found,
+                     10, "8 messages in the export")
+    assert [m["seq"] for m in lines] == list(range(1, 9))
+    assert [m["from"] for m in lines] == [a.user, b.user] * 4
+    assert lines[0]["body"] == "said 0" and lines[7]["body"] == {"text": "kept 7"}
+    assert all(m["conv"] == conv and isinstance(m["ts"], int) for m in lines)
+    since = exported(cluster, conv, "--since", str(lines[5]["ts"]))
+    assert [m["seq"] for m in since] == [m["seq"] for m in lines if m["ts"] >= lines[5]["ts"]]
+    assert 1 not in [m["seq"] for m in since] and 8 in [m["seq"] for m in since]
+    target = tmp_path / "dm.jsonl"
+    out = zonechat("log", "export", conv, "-o", str(target), config=cluster.config_path)
+    assert out.returncode == 0 and "8 messages" in out.stderr, out.stderr
+    assert (target.stat().st_mode & 0o777) == 0o600
+    assert [json.loads(line) for line in target.read_text().splitlines()] == lines
+    again = zonechat("log", "export", conv, "-o", str(target), config=cluster.config_path)
+    assert again.returncode != 0 and "exists" in again.stderr
 
 
 def test_a_member_offline_past_the_window_gets_what_is_kept_at_login(cluster, users):

@@ -54,12 +54,16 @@ def test_one_write_per_batch(tmp_path, monkeypatch):
     writer.close()
 
 
-def test_rotation_keeps_newest_files_in_order(tmp_path):
-    writer = LogWriter(str(tmp_path), 1000, 3)
+def write_one_by_one(directory, count: int, rotate_bytes: int, keep_files: int) -> None:
+    writer = LogWriter(str(directory), rotate_bytes, keep_files)
     writer.open()
-    for i in range(300):
+    for i in range(count):
         writer.write([encode_record(rec(i))])
     writer.close()
+
+
+def test_rotation_keeps_newest_files_in_order(tmp_path):
+    write_one_by_one(tmp_path, 300, 1000, 3)
     files = logfile.list_files(str(tmp_path))
     assert len(files) == 3 and files[0][0] > 1
     biggest = len(encode_record(rec(299)))
@@ -67,6 +71,12 @@ def test_rotation_keeps_newest_files_in_order(tmp_path):
         assert 1000 <= os.path.getsize(path) < 1000 + biggest
     seqs = [r.fields[0] for r in logfile.iter_records(str(tmp_path))]
     assert seqs == list(range(seqs[0], 300))
+
+
+def test_keep_files_0_deletes_no_file(tmp_path):
+    write_one_by_one(tmp_path, 300, 1000, 0)
+    assert [n for n, _ in logfile.list_files(str(tmp_path))][0] == 1     # the first file is still there
+    assert [r.fields[0] for r in logfile.iter_records(str(tmp_path))] == list(range(300))
 
 
 def test_one_big_batch_is_split_across_files(tmp_path):
