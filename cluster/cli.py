@@ -3,7 +3,7 @@
 The attached commands live with what they drive and are imported only when used (the CLI
 loads without them, and without Locust): ``zonechat admin`` (cluster.admin), ``zonechat
 log tail`` (log.cli), ``zonechat chat`` (client.terminal) and ``zonechat loadtest``
-(tools.load.command). Every command takes ``-c/--config`` (default ./config.yaml, or
+(tools.load.command), ``zonechat backup`` / ``restore`` (cluster.backup). Every command takes ``-c/--config`` (default ./config.yaml, or
 $ZONECHAT_CONFIG).
 ``zonechat --version`` prints ``zonechat <version>`` (package metadata; pyproject.toml
 when the package is not installed). ``up`` prints, after ``cluster ready``, the addresses
@@ -51,12 +51,14 @@ def load_config(path: str):
 
 LAZY_COMMANDS = {                           # imported on use: the CLI loads without them
     "admin": "cluster.admin:admin",
+    "backup": "cluster.backup:backup_command",
     "chat": "client.terminal:chat",
     "drain": "cluster.rolling:drain",
     "loadtest": "tools.load.command:loadtest",
     "metrics": "cluster.metrics_cli:metrics",
     "log": "log.cli:log",
     "restart": "cluster.rolling:restart",
+    "restore": "cluster.backup:restore_command",
 }
 
 

@@ -17,12 +17,10 @@ from contextlib import contextmanager
 
 import click
 
-from cluster import config as config_mod
+from cluster.cli import config_option, load_config
 from log import export as logexport
 from log import tail as logtail
 
-CONFIG_OPTION = dict(default="config.yaml", envvar="ZONECHAT_CONFIG", show_default=True,
-                     type=click.Path(dir_okay=False), help="cluster config file")
 
 
 @click.group("log")
@@ -30,15 +28,8 @@ def log() -> None:
     """Read the traffic log under data_dir."""
 
 
-def load_config(config_path: str):
-    try:
-        return config_mod.load(config_path)
-    except config_mod.ConfigError as exc:
-        raise click.ClickException(f"config error: {exc}") from None
-
-
 @log.command("tail")
-@click.option("-c", "--config", "config_path", **CONFIG_OPTION)
+@config_option
 @click.option("--user", "-u", default=None, help="only records about this user")
 @click.option("-n", "count", default=20, show_default=True, type=click.IntRange(min=1), help="how many records")
 @click.option("--kind", "-k", "kinds", multiple=True, type=click.Choice(logtail.KINDS),
@@ -76,7 +67,7 @@ class Moment(click.ParamType):
 
 @log.command("export")
 @click.argument("conv")
-@click.option("-c", "--config", "config_path", **CONFIG_OPTION)
+@config_option
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="a new file to write (mode 0600); stdout when not given")
 @click.option("--since", type=Moment(), default=None, help="only messages sent at or after this time")
