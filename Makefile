@@ -47,9 +47,13 @@ test: $(STAMP)
 
 # The long fault suite (tests/integration/test_fault_suite.py, minutes: every fault kind
 # several times, table printed). `make test` leaves it out (pyproject.toml: -m "not slow").
-# ZONECHAT_FAULT_SEED=N repeats a run's fault order.
+# ZONECHAT_FAULT_SEED=N repeats a run's fault order. Then the DM, group and room suites
+# again, each module's cluster on a Redis Cluster of its own (Debian's redis-server 7).
+CLUSTER_SUITES := tests/integration/test_direct_messages.py tests/integration/test_dm_guarantees.py \
+	tests/integration/test_groups.py tests/integration/test_rooms.py
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -s -m slow tests/
+	ZONECHAT_TEST_REDIS=cluster $(PY) -m pytest -q $(CLUSTER_SUITES)
 
 clean-data:
 	rm -rf data

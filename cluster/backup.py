@@ -158,6 +158,10 @@ def create_private(path: str):
 def backup(cfg, out_path: str, version: str) -> dict:
     """Write the archive of the running cluster of ``cfg`` to the new file ``out_path``;
     its manifest."""
+    if cfg.redis.mode == "cluster":
+        raise BackupError("redis.mode is cluster: back up each master with your Redis tooling "
+                          "(redis-cli --rdb per master, or your provider's snapshots); "
+                          "docs/scaling.md says what else to keep")
     facts = redis_facts(cfg)
     manifest = {"format": FORMAT, "zonechat": version, "created_ms": int(time.time() * 1000),
                 "redis": facts, "secret": False, "keys": []}
@@ -315,6 +319,8 @@ def _free_port() -> int:
 
 def restore(cfg, path: str, force: bool, out=print) -> dict:
     """Restore the archive at ``path`` into the (stopped) cluster of ``cfg``; its manifest."""
+    if cfg.redis.mode == "cluster":
+        raise BackupError("redis.mode is cluster: restore each master with your Redis tooling")
     manifest, members = read_archive(path)
     check_stopped(cfg)
     present = present_state(cfg)

@@ -56,6 +56,7 @@ LAZY_COMMANDS = {                           # imported on use: the CLI loads wit
     "drain": "cluster.rolling:drain",
     "loadtest": "tools.load.command:loadtest",
     "metrics": "cluster.metrics_cli:metrics",
+    "migrate": "dc.cli:migrate_command",
     "log": "log.cli:log",
     "restart": "cluster.rolling:restart",
     "restore": "cluster.backup:restore_command",

@@ -42,6 +42,25 @@ class RedisConf:
     appendfsync: str = "everysec"
     aof_rewrite_min_mb: int = 1024      # managed Redis: rewrite the AOF only past this size
     aof_rewrite_percentage: int = 100   # ... and once it grew this much since the last one
+    mode: str = "single"                # single | cluster (Redis Cluster, managed: false)
+    nodes: list = field(default_factory=list)   # cluster: seed nodes, "host:port"
+    min_replicas_acked: int | None = None       # replicas a write must reach before its ack
+    wait_timeout_ms: int = 1000                 # ... waited for this long (WAIT), else unavailable
+
+    @property
+    def replicas_acked(self) -> int:
+        """min_replicas_acked, defaulting to 1 on Redis Cluster and 0 on a single Redis."""
+        if self.min_replicas_acked is not None:
+            return self.min_replicas_acked
+        return 1 if self.mode == "cluster" else 0
+
+    def seeds(self) -> list[tuple[str, int]]:
+        """The cluster's seed nodes as (host, port)."""
+        out = []
+        for node in self.nodes:
+            host, _, port = str(node).rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -290,14 +309,34 @@ def _nodes(raw: Any) -> dict:
     return nodes
 
 
+def _validate_redis(rc: RedisConf) -> None:
+    if rc.mode not in ("single", "cluster"):
+        raise ConfigError("must be single or cluster", "redis.mode")
+    if rc.mode == "single" and not rc.managed and not rc.url:
+        raise ConfigError("with managed: false, set redis.url", "redis.url")
+    if rc.mode == "cluster":
+        if rc.managed:
+            raise ConfigError("a Redis Cluster is run by you, not by zonechat up: set managed: false",
+                              "redis.managed")
+        if not rc.nodes:
+            raise ConfigError("with mode: cluster, list seed nodes as host:port", "redis.nodes")
+    for i, node in enumerate(rc.nodes):
+        host, sep, port = str(node).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"expected host:port, got {node!r}", f"redis.nodes[{i}]")
+    if rc.min_replicas_acked is not None and rc.min_replicas_acked < 0:
+        raise ConfigError("must be 0 (no wait) or more", "redis.min_replicas_acked")
+    if rc.wait_timeout_ms < 1:
+        raise ConfigError("must be at least 1", "redis.wait_timeout_ms")
+
+
 def _validate(cfg: Config) -> None:
     if cfg.redis.appendfsync not in ("always", "everysec", "no"):
         raise ConfigError("must be always, everysec or no", "redis.appendfsync")
     if cfg.redis.aof_rewrite_min_mb < 1 or cfg.redis.aof_rewrite_percentage < 0:
         raise ConfigError("aof_rewrite_min_mb must be >= 1 and aof_rewrite_percentage >= 0",
                           "redis.aof_rewrite_min_mb")
-    if not cfg.redis.managed and not cfg.redis.url:
-        raise ConfigError("with managed: false, set redis.url", "redis.url")
+    _validate_redis(cfg.redis)
     if not 0 < cfg.metrics.port < 65536:
         raise ConfigError("must be a port number (1-65535)", "metrics.port")
     if cfg.chat.slots < 1:

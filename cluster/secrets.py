@@ -123,8 +123,12 @@ def redis_password(cfg, required: bool = True) -> str | None:
 
 def redis_url(cfg) -> str:
     """The URL our Redis clients use: an external ``redis.url`` as configured, the managed
-    Redis with its generated password."""
+    Redis with its generated password. On Redis Cluster without ``redis.url`` (which
+    then carries only the credentials), the first seed node without any."""
     if cfg.redis.url and not cfg.redis.managed:
         return cfg.redis.url
+    if cfg.redis.mode == "cluster":
+        host, port = cfg.redis.seeds()[0]
+        return f"redis://{host}:{port}/0"
     password = quote(redis_password(cfg), safe="")
     return f"redis://:{password}@{cfg.redis.host}:{cfg.redis.port}/0"

@@ -1,93 +1,119 @@
 """Every Redis key and Lua script zonechat uses, in one place. Nobody else builds a key.
 
-Layout (``<conv>`` is a conversation id such as ``d:alice:bob``, ``g:guild``, ``r:world``):
+Layout version 2 (``<conv>`` is a conversation id such as ``d:alice:bob``, ``g:guild``,
+``r:world``; ``<s>`` is its zonechat slot, ``cluster.slots.slot_of(conv, chat.slots)``):
 
-=========================  ======  ===========================================================
-key                        type    holds
-=========================  ======  ===========================================================
-``u:<user>``               hash    ``pw`` argon2id hash, ``created`` ms, ``ban`` reason
-``lf:<user>``              string  failed logins in the current window (INCR + EXPIRE)
-``seq:<conv>``             string  last seq of the conversation (INCR)
-``m:<conv>``               hash    seq -> stored ``msg`` record (msgpack); trimmed per chat.retention
-``mt:<conv>``              list    ``<seq>:<ts>`` age checkpoints (only for kinds kept for a time)
-``dd:<conv>:<user>:<cid>`` string  ``<seq>:<ts>`` of an acked send, expires after dedup_ttl
-``ucv:<user>``             set     the user's DMs with at least one message, and groups
-``cur:<user>``             hash    conv -> delivered cursor (highest seq the user recv'd)
-``gi:<g:name>``            hash    ``owner``, ``n`` (join counter: member order)
-``gm:<g:name>``            zset    member -> join order (lowest = longest-standing)
-``blk:<user>``             set     users this user blocked
-``mod:mutes``              hash    user -> muted until (ms since epoch)
-``mod:rooms``              hash    room -> ``<slow seconds>,<duplicate window seconds>``
-=========================  ======  ===========================================================
+=============================  ======  =======================================================
+key                            type    holds
+=============================  ======  =======================================================
+``u:{<user>}``                 hash    ``pw`` argon2id hash, ``created`` ms, ``ban`` reason, ``ep``
+``lf:{<user>}``                string  failed logins in the current window (INCR + EXPIRE)
+``ucv:{<user>}``               set     the user's DMs with at least one message, and groups
+``cur:{<user>}``               hash    conv -> delivered cursor (highest seq the user recv'd)
+``blk:{<user>}``               set     users this user blocked
+``seq:{s<s>}<conv>``           string  last seq of the conversation (INCR)
+``m:{s<s>}<conv>``             hash    seq -> stored ``msg`` record (msgpack); trimmed per chat.retention
+``mt:{s<s>}<conv>``            list    ``<seq>:<ts>`` age checkpoints (only for kinds kept for a time)
+``dd:{s<s>}<conv>:<u>:<cid>``  string  ``<seq>:<ts>`` of an acked send, expires after dedup_ttl
+``gi:{s<s>}<conv>``            hash    ``owner``, ``n`` (join counter: member order)
+``gm:{s<s>}<conv>``            zset    member -> join order (lowest = longest-standing)
+``mod:mutes``                  hash    user -> muted until (ms since epoch)
+``mod:rooms``                  hash    room -> ``<slow seconds>,<duplicate window seconds>``
+``zc:layout``                  hash    ``version`` (2) and ``slots`` (chat.slots) of this dataset
+=============================  ======  =======================================================
 
-The dedup key is built inside STORE_SCRIPT (below) the same way as ``dedup()``: the
-script is part of this module so the layout stays in one file.
+The ``{...}`` is Redis Cluster's hash tag: only it is hashed, so every key of one zonechat
+slot lives in one Redis slot (a store script may touch all of them in one call) and every
+key of one user in one Redis slot too (a login reads them in one round trip to one node).
+On a single Redis the tags change nothing but the names. ``zonechat migrate`` renames a
+version-1 dataset (the same names without tags) to this layout (``dc/layout.py``).
+
+Scripts declare every key they touch (``KEYS``): Redis Cluster routes by them and refuses
+undeclared or cross-slot keys.
 """
 from __future__ import annotations
 
+from cluster.slots import slot_of
 from dc.retention import TRIM_MAX
 
-
-def user(name: str) -> str:
-    return f"u:{name}"
-
-
-def failed_logins(name: str) -> str:
-    return f"lf:{name}"
-
-
-def seq(conv: str) -> str:
-    return f"seq:{conv}"
-
-
-def messages(conv: str) -> str:
-    return f"m:{conv}"
-
-
-def checkpoints(conv: str) -> str:
-    """The age checkpoints of a conversation kept for a time (dc/retention.py)."""
-    return f"mt:{conv}"
-
-
-def dedup(conv: str, sender: str, cid: str) -> str:
-    return f"dd:{conv}:{sender}:{cid}"
-
-
-def user_convs(name: str) -> str:
-    return f"ucv:{name}"
-
-
-def cursors(name: str) -> str:
-    return f"cur:{name}"
-
-
-def group_info(conv: str) -> str:
-    return f"gi:{conv}"
-
-
-def group_members(conv: str) -> str:
-    return f"gm:{conv}"
-
-
-def blocks(name: str) -> str:
-    return f"blk:{name}"
-
-
+VERSION = 2
+LAYOUT = "zc:layout"
 MUTES = "mod:mutes"
 ROOM_MODES = "mod:rooms"
 
 
+def user(name: str) -> str:
+    return f"u:{{{name}}}"
+
+
+def failed_logins(name: str) -> str:
+    return f"lf:{{{name}}}"
+
+
+def user_convs(name: str) -> str:
+    return f"ucv:{{{name}}}"
+
+
+def cursors(name: str) -> str:
+    return f"cur:{{{name}}}"
+
+
+def blocks(name: str) -> str:
+    return f"blk:{{{name}}}"
+
+
+class Layout:
+    """The keys of conversations, which carry their zonechat slot (``chat.slots`` of the
+    dataset) as hash tag."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self, slots: int):
+        self.slots = slots
+
+    def tag(self, conv: str) -> str:
+        return f"{{s{slot_of(conv, self.slots)}}}"
+
+    def slot(self, conv: str) -> int:
+        return slot_of(conv, self.slots)
+
+    def seq(self, conv: str) -> str:
+        return f"seq:{self.tag(conv)}{conv}"
+
+    def messages(self, conv: str) -> str:
+        return f"m:{self.tag(conv)}{conv}"
+
+    def checkpoints(self, conv: str) -> str:
+        """The age checkpoints of a conversation kept for a time (dc/retention.py)."""
+        return f"mt:{self.tag(conv)}{conv}"
+
+    def dedup(self, conv: str, sender: str, cid: str) -> str:
+        return f"dd:{self.tag(conv)}{conv}:{sender}:{cid}"
+
+    def group_info(self, conv: str) -> str:
+        return f"gi:{self.tag(conv)}{conv}"
+
+    def group_members(self, conv: str) -> str:
+        return f"gm:{self.tag(conv)}{conv}"
+
+    def store_keys(self, conv: str, sender: str, cid: str) -> tuple[str, str, str, str]:
+        """The four KEYS of one STORE_SCRIPT item, in its order."""
+        tag = self.tag(conv)
+        return (f"seq:{tag}{conv}", f"m:{tag}{conv}", f"mt:{tag}{conv}", f"dd:{tag}{conv}:{sender}:{cid}")
+
+
 # Store a batch of messages atomically, in order.
-# ARGV[1]: dedup_ttl; ARGV[2]: msgpack array of n arrays
-#   [conv, sender, cid, ts, prefix, index, cap, deadline, age, bucket]
+# KEYS: four per item, in Layout.store_keys order: seq, m, mt, dd (one zonechat slot per
+#   call on Redis Cluster; any mix on a single Redis)
+# ARGV[1]: dedup_ttl; ARGV[2]: msgpack array of n arrays [ts, prefix, cap, deadline, age, bucket]
 #   prefix: the encoded msg map up to the value of its last key ``seq``
-#   index:  space-separated users whose ucv set gains conv with its first message
 #   cap:    keep at most this many messages (0 = all)
 #   deadline: ms since epoch; past it (Redis' own clock) the message is not stored, because
 #           the gate has answered `unavailable`
 #   age, bucket: keep no message older than age ms (0 = no bound), with a checkpoint in
 #           mt:<conv> every bucket ms (dc/retention.py)
-# One packed argument instead of 10n: Redis and redis-py each pay per argument.
+# One packed argument instead of 6n: Redis and redis-py each pay per argument. The user's
+# conversation list (ucv) is not written here: its keys live in the user's slot.
 # Returns a msgpack array of n entries: [0, seq, ts] stored now, [1, seq, ts] a duplicate
 # (the first ack's seq and ts), [2] too late.
 STORE_SCRIPT = """
@@ -109,9 +135,8 @@ local function hdel_range(mk, from, to)
   if #fields > 0 then redis.call('HDEL', mk, unpack(fields)) end
 end
 
--- checkpoints "seq:ts" in mt:<conv>; every message before the second one is older than it
-local function trim_by_age(conv, mk, s, ts, age, bucket, had)
-  local tk = 'mt:' .. conv
+-- checkpoints "seq:ts" in tk; every message before the second one is older than it
+local function trim_by_age(tk, mk, s, ts, age, bucket, had)
   local last = redis.call('LINDEX', tk, -1)
   if not last then
     if had == 1 and s > 1 then redis.call('RPUSH', tk, '1:0') end
@@ -143,30 +168,26 @@ end
 local out = {}
 for m = 1, #items do
   local it = items[m]
-  local conv, ts, cap, age = it[1], it[4], it[7], it[9]
-  local dk = 'dd:' .. conv .. ':' .. it[2] .. ':' .. it[3]
+  local ts, prefix, cap, deadline, age = it[1], it[2], it[3], it[4], it[5]
+  local base = 4 * (m - 1)
+  local sk, mk, tk, dk = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   local old = redis.call('GET', dk)
   if old then
     local s, t = string.match(old, '(%%d+):(%%d+)')
+    redis.call('EXPIRE', dk, ttl)   -- a write: a WAIT after this call covers the first store too
     out[m] = {1, tonumber(s), tonumber(t)}
-  elseif now > it[8] then
+  elseif now > deadline then
     out[m] = {2}
   else
-    local mk = 'm:' .. conv
     local had = 0
     if age > 0 then had = redis.call('EXISTS', mk) end
-    local s = redis.call('INCR', 'seq:' .. conv)
-    redis.call('HSET', mk, s, it[5] .. cmsgpack.pack(s))
+    local s = redis.call('INCR', sk)
+    redis.call('HSET', mk, s, prefix .. cmsgpack.pack(s))
     if cap > 0 and s > cap then
       redis.call('HDEL', mk, s - cap)
     end
     if age > 0 then
-      trim_by_age(conv, mk, s, ts, age, it[10], had)
-    end
-    if s == 1 and it[6] ~= '' then
-      for u in string.gmatch(it[6], '%%S+') do
-        redis.call('SADD', 'ucv:' .. u, conv)
-      end
+      trim_by_age(tk, mk, s, ts, age, it[6], had)
     end
     redis.call('SET', dk, s .. ':' .. string.format('%%d', ts), 'EX', ttl)
     out[m] = {0, s, ts}
@@ -175,18 +196,24 @@ end
 return cmsgpack.pack(out)
 """ % {"trim_max": TRIM_MAX}
 
-# Move delivered cursors forward, clamped to the conversation's last seq.
-# ARGV: n, then n triples: user, conv, seq.  Returns the number of cursors moved.
+# Move delivered cursors forward, never back.
+# KEYS: n cursor hashes (cur:{user}), then, when ARGV[2] is 1, the n seq keys to clamp to.
+# ARGV: n, clamp, then n pairs conv, seq. Without clamp (Redis Cluster: the seq keys live
+# in other slots) the caller has clamped each seq to a last seq it read: seqs only grow,
+# so that is never above the real one. Returns the number of cursors moved.
 CURSOR_SCRIPT = """
 local n = tonumber(ARGV[1])
+local clamp = ARGV[2] == '1'
 local moved = 0
-for k = 0, n - 1 do
-  local u, conv, s = ARGV[2 + 3*k], ARGV[3 + 3*k], tonumber(ARGV[4 + 3*k])
-  local last = tonumber(redis.call('GET', 'seq:' .. conv) or '0')
-  if s > last then s = last end
-  local cur = tonumber(redis.call('HGET', 'cur:' .. u, conv) or '0')
+for k = 1, n do
+  local ck, conv, s = KEYS[k], ARGV[1 + 2*k], tonumber(ARGV[2 + 2*k])
+  if clamp then
+    local last = tonumber(redis.call('GET', KEYS[n + k]) or '0')
+    if s > last then s = last end
+  end
+  local cur = tonumber(redis.call('HGET', ck, conv) or '0')
   if s > cur then
-    redis.call('HSET', 'cur:' .. u, conv, s)
+    redis.call('HSET', ck, conv, s)
     moved = moved + 1
   end
 end

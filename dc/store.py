@@ -12,18 +12,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
+import gevent
 import msgpack
 import redis
 from redis import Redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from cluster import secrets
-from dc import keys, retention
+from cluster.lru import LruSet
+from dc import keys, layout, retention
 
 MAX_HISTORY_BYTES = 1024 * 1024 - 4096     # a history frame stays under 1 MiB
+INDEXED_MAX = 100000     # (user, conv) pairs known to be in the user's conversation list
 MEMORY_FIELDS = ("used_memory", "used_memory_human", "used_memory_peak",
                  "used_memory_peak_human", "used_memory_rss", "maxmemory",
                  "mem_fragmentation_ratio")
+
+
+CLUSTER_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 class StoreUnavailable(Exception):
@@ -43,6 +52,13 @@ class StoreItem:
     age: int = 0         # ms a message is kept (chat.retention age); 0 keeps everything
 
 
+def _check_acked(acked: int, replicas: int, wait_ms: int, where: str = "primary") -> None:
+    """WAIT's answer: fewer replicas than wanted is ``StoreUnavailable`` (the write is on
+    the primary; the client's resend is deduplicated and waits again)."""
+    if acked < replicas:
+        raise StoreUnavailable(f"redis: {where}: {acked} of {replicas} replicas acked within {wait_ms} ms")
+
+
 def _unavailable(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}")
 
@@ -53,16 +69,30 @@ class RedisLink:
 
     ``run(fn, *args)`` calls ``fn(client, *args)`` (one command as ``Redis.hget``, or a
     function that fills and executes one pipeline); ``script(source)`` registers a Lua
-    script and ``eval(script, keys, args)`` calls it.
+    script and ``eval(script, keys, args)`` calls it. ``ClusterLink`` is the same on a
+    Redis Cluster, plus one pipeline per master.
     """
 
     __slots__ = ("_redis",)
+    cluster = False
 
     def __init__(self, url: str, max_connections: int = 32, timeout: float = 5.0):
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout,
             socket_timeout=timeout, socket_connect_timeout=timeout)
         self._redis = Redis(connection_pool=pool)
+
+    def mget(self, names: list) -> list:
+        return self.run(Redis.mget, names)
+
+    def touch_per_master(self, names: list, ttl: int, replicas: int, wait_ms: int) -> None:
+        """Rewrite the expiry of ``names`` (a write) and WAIT: an answer read from them is
+        then on ``replicas`` replicas, as a fresh write is."""
+        def fill(pipe):
+            for name in names:
+                pipe.expire(name, ttl)
+            pipe.wait(replicas, wait_ms)
+        _check_acked(self.pipeline(fill)[-1], replicas, wait_ms)
 
     def run(self, fn, *args):
         try:
@@ -80,21 +110,181 @@ class RedisLink:
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
 
+    def pipeline(self, fill, scripts=()) -> list:
+        """One round trip: ``fill(pipe)`` queues commands (``evalsha`` of ``scripts``
+        among them). When Redis answers NOSCRIPT (restarted, or failed over, since the
+        scripts were loaded) they are loaded and the pipeline runs once more: ``fill``
+        must queue only what is safe to repeat (a script that answered NOSCRIPT did
+        not run). The first error of any command raises."""
+        def run(r):
+            for attempt in (1, 2):
+                pipe = r.pipeline(transaction=False)
+                fill(pipe)
+                results = pipe.execute(raise_on_error=False)
+                if attempt == 2 or not any(isinstance(x, NoScriptError) for x in results):
+                    break
+                for script in scripts:
+                    r.script_load(script.script)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+        return self.run(run)
+
     def close(self) -> None:
         self._redis.connection_pool.disconnect()
 
 
-class Store:
-    def __init__(self, url: str, dedup_ttl: int = 86400, max_connections: int = 32,
+class ClusterLink(RedisLink):
+    """The link to a Redis Cluster (redis-py's cluster client: slot map, MOVED, failover).
+
+    Commands and pipelines route by key as on one Redis; ``eval_per_master`` sends
+    script calls (each to one Redis slot) as one pipeline per master holding them, all
+    masters at once, each ending with ``WAIT`` when writes must reach replicas before the
+    caller acknowledges them. Any error refreshes the slot map (a failed-over master's
+    slots move to its promoted replica) and raises ``StoreUnavailable``: the caller answers
+    ``unavailable`` and the client's resend is deduplicated.
+    """
+
+    __slots__ = ()
+    cluster = True
+
+    def __init__(self, seeds, username=None, password=None, max_connections: int = 32,
                  timeout: float = 5.0):
-        self._link = RedisLink(url, max_connections=max_connections, timeout=timeout)
+        try:
+            self._redis = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds], username=username,
+                password=password, max_connections=max_connections, socket_timeout=timeout,
+                socket_connect_timeout=timeout)
+        except CLUSTER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    @classmethod
+    def from_config(cls, cfg, max_connections: int = 32, timeout: float = 5.0) -> "ClusterLink":
+        url = urlsplit(cfg.redis.url) if cfg.redis.url else None
+        username = unquote(url.username) if url and url.username else None
+        password = unquote(url.password) if url and url.password else None
+        return cls(cfg.redis.seeds(), username, password, max_connections, timeout)
+
+    def mget(self, names: list) -> list:
+        return self.run(RedisCluster.mget_nonatomic, names)
+
+    def run(self, fn, *args):
+        try:
+            return fn(self._redis, *args)
+        except CLUSTER_ERRORS as exc:
+            self._refresh()
+            raise _unavailable(exc) from exc
+
+    def _refresh(self) -> None:
+        try:
+            self._redis.nodes_manager.initialize()
+        except CLUSTER_ERRORS:
+            pass          # the next call tries again
+
+    def eval_per_master(self, script, calls: list, replicas: int = 0, wait_ms: int = 0) -> list:
+        """Each of ``calls`` ((keys, args), the keys of one Redis slot) as EVALSHA, one
+        pipeline per master; each call's answer, in order, or the ``StoreUnavailable`` of
+        its master (the other masters' calls ran: one failed master fails only its slots)."""
+        by_node: dict = {}
+        try:
+            for i, (names, _) in enumerate(calls):
+                node = self._redis.get_node_from_key(names[0])
+                by_node.setdefault(node.name, (node, []))[1].append(i)
+        except CLUSTER_ERRORS as exc:
+            self._refresh()
+            raise _unavailable(exc) from exc
+        jobs = [(idx, gevent.spawn(self._node_calls, node, [calls[i] for i in idx], script, replicas, wait_ms))
+                for node, idx in by_node.values()]
+        gevent.joinall([job for _, job in jobs])
+        out: list = [None] * len(calls)
+        for idx, job in jobs:
+            try:
+                answers = job.get()
+            except StoreUnavailable as exc:
+                answers = [exc] * len(idx)
+            for i, answer in zip(idx, answers):
+                out[i] = answer
+        return out
+
+    def _node_calls(self, node, calls: list, script, replicas: int, wait_ms: int) -> list:
+        try:
+            results = self._node_pipeline(self._redis.get_redis_connection(node), calls, script, replicas, wait_ms)
+        except redis.RedisError as exc:
+            self._refresh()
+            raise _unavailable(exc) from exc
+        if replicas:
+            _check_acked(results[-1], replicas, wait_ms, node.name)
+        return results[:len(calls)]
+
+    @staticmethod
+    def _node_pipeline(conn: Redis, calls: list, script, replicas: int, wait_ms: int) -> list:
+        for attempt in (1, 2):
+            pipe = conn.pipeline(transaction=False)
+            for names, args in calls:
+                pipe.evalsha(script.sha, len(names), *names, *args)
+            if replicas:
+                pipe.wait(replicas, wait_ms)
+            results = pipe.execute(raise_on_error=False)
+            if attempt == 2 or not any(isinstance(x, NoScriptError) for x in results):
+                break
+            conn.script_load(script.script)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def touch_per_master(self, names: list, ttl: int, replicas: int, wait_ms: int) -> None:
+        """Rewrite the expiry of ``names`` (a write) and WAIT on each master holding them:
+        an answer read from them is then on ``replicas`` replicas, as a fresh write is."""
+        by_node: dict = {}
+        for name in names:
+            node = self._redis.get_node_from_key(name)
+            by_node.setdefault(node.name, (node, []))[1].append(name)
+        jobs = [gevent.spawn(self._touch, node, group, ttl, replicas, wait_ms) for node, group in by_node.values()]
+        gevent.joinall(jobs)
+        for job in jobs:
+            job.get()
+
+    def _touch(self, node, names: list, ttl: int, replicas: int, wait_ms: int) -> None:
+        try:
+            pipe = self._redis.get_redis_connection(node).pipeline(transaction=False)
+            for name in names:
+                pipe.expire(name, ttl)
+            pipe.wait(replicas, wait_ms)
+            acked = pipe.execute()[-1]
+        except redis.RedisError as exc:
+            self._refresh()
+            raise _unavailable(exc) from exc
+        _check_acked(acked, replicas, wait_ms, node.name)
+
+
+class Store:
+    def __init__(self, url: str | None = None, dedup_ttl: int = 86400, max_connections: int = 32,
+                 timeout: float = 5.0, slots: int = 1024, link: RedisLink | None = None,
+                 replicas: int = 0, wait_ms: int = 1000):
+        self._link = link or RedisLink(url, max_connections=max_connections, timeout=timeout)
         self.dedup_ttl = dedup_ttl
+        self.layout = keys.Layout(slots)
+        self.replicas, self.wait_ms = replicas, wait_ms     # WAIT before an ack (Redis Cluster)
         self._store = self._link.script(keys.STORE_SCRIPT)
         self._cursor = self._link.script(keys.CURSOR_SCRIPT)
+        self._indexed = LruSet(INDEXED_MAX)
 
     @classmethod
     def from_config(cls, cfg, max_connections: int = 32) -> "Store":
-        return cls(secrets.redis_url(cfg), dedup_ttl=cfg.chat.dedup_ttl, max_connections=max_connections)
+        """The store of ``cfg``, its dataset's layout checked (``dc.layout.LayoutError``)."""
+        rc = cfg.redis
+        link = ClusterLink.from_config(cfg, max_connections) if rc.mode == "cluster" else None
+        store = cls(None if link else secrets.redis_url(cfg), dedup_ttl=cfg.chat.dedup_ttl,
+                    max_connections=max_connections, slots=cfg.chat.slots, link=link,
+                    replicas=rc.replicas_acked, wait_ms=rc.wait_timeout_ms)
+        store.check_layout()
+        return store
+
+    def check_layout(self) -> dict:
+        """Refuse a dataset of another layout or chat.slots (an empty one gets ours)."""
+        return self._link.run(layout.check, self.layout.slots)
 
     @property
     def link(self) -> RedisLink:
@@ -108,8 +298,11 @@ class Store:
         self._link.close()
 
     def memory(self) -> dict:
-        """Redis ``INFO memory``, the fields the operator view shows (bytes unless _human)."""
+        """Redis ``INFO memory``, the fields the operator view shows (bytes unless _human);
+        on Redis Cluster the masters' sums (and the highest fragmentation ratio)."""
         info = self._link.run(Redis.info, "memory")
+        if info and all(isinstance(v, dict) for v in info.values()):
+            return _summed_memory(list(info.values()))
         return {k: info[k] for k in MEMORY_FIELDS if k in info}
 
     # -- users ------------------------------------------------------------------------
@@ -181,18 +374,66 @@ class Store:
         return int(self._link.run(Redis.get, keys.failed_logins(name)) or 0)
 
     # -- messages ---------------------------------------------------------------------
-    def store_batch(self, items: list[StoreItem]) -> list[tuple[int, int, bool] | None]:
+    def store_batch(self, items: list[StoreItem], partial: bool = False) -> list:
         """Store messages in order; returns (seq, ts, duplicate) per item, None for one
-        whose deadline had passed by Redis' clock (not stored)."""
+        whose deadline had passed by Redis' clock (not stored). With ``partial`` (Redis
+        Cluster), an item whose master failed is its ``StoreUnavailable`` and the others
+        are stored; without, the first such failure raises.
+
+        The users' conversation lists gain the DMs this process has not indexed yet
+        before the messages are stored (a crash between leaves an entry without
+        messages, never messages nobody's list names). On one Redis: one round trip, one
+        script call. On Redis Cluster: one script call per zonechat slot, one pipeline
+        per master ending with WAIT (``redis.min_replicas_acked``)."""
         if not items:
             return []
-        # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
-        blob = msgpack.packb([(it.conv, it.sender, it.cid, it.ts, it.prefix, it.index, it.cap,
-                               it.deadline, it.age, retention.bucket_ms(it.age)) for it in items],
-                             use_bin_type=False)
-        raw = self._link.eval(self._store, [], [self.dedup_ttl, blob])
-        return [None if r[0] == 2 else (r[1], r[2], r[0] == 1)
-                for r in msgpack.unpackb(raw, raw=False)]
+        index = self._to_index(items)
+        if self._link.cluster:
+            answers = self._store_cluster(items, index)
+        else:
+            answers = self._store_single(items, index)
+        self._indexed.update(index)
+        failed = next((r for r in answers if isinstance(r, StoreUnavailable)), None)
+        if failed is not None and not partial:
+            raise failed
+        return [r if isinstance(r, StoreUnavailable) else None if r[0] == 2 else (r[1], r[2], r[0] == 1)
+                for r in answers]
+
+    def _store_single(self, items: list[StoreItem], index: list) -> list:
+        sha, layout = self._store.sha, self.layout
+
+        def fill(pipe):
+            for user, conv in index:
+                pipe.sadd(keys.user_convs(user), conv)
+            names = [key for it in items for key in layout.store_keys(it.conv, it.sender, it.cid)]
+            pipe.evalsha(sha, len(names), *names, self.dedup_ttl, _items_blob(items))
+            if self.replicas:
+                pipe.wait(self.replicas, self.wait_ms)
+        results = self._link.pipeline(fill, (self._store,))
+        if self.replicas:
+            _check_acked(results.pop(), self.replicas, self.wait_ms)
+        return msgpack.unpackb(results[-1], raw=False)
+
+    def _store_cluster(self, items: list[StoreItem], index: list) -> list:
+        if index:
+            self._link.pipeline(lambda pipe: [pipe.sadd(keys.user_convs(u), c) for u, c in index])
+        by_slot: dict = {}
+        for i, it in enumerate(items):
+            by_slot.setdefault(self.layout.slot(it.conv), []).append(i)
+        groups = list(by_slot.values())
+        calls = [([key for i in group for key in self.layout.store_keys(items[i].conv, items[i].sender, items[i].cid)],
+                  [self.dedup_ttl, _items_blob([items[i] for i in group])]) for group in groups]
+        raw = self._link.eval_per_master(self._store, calls, self.replicas, self.wait_ms)
+        answers: list = [None] * len(items)
+        for group, blob in zip(groups, raw):
+            got = [blob] * len(group) if isinstance(blob, StoreUnavailable) else msgpack.unpackb(blob, raw=False)
+            for i, answer in zip(group, got):
+                answers[i] = answer
+        return answers
+
+    def _to_index(self, items: list[StoreItem]) -> list[tuple[str, str]]:
+        wanted = {(user, it.conv) for it in items if it.index for user in it.index.split()}
+        return sorted(self._indexed.missing(wanted)) if wanted else []
 
     def dedup_hits(self, triples) -> dict:
         """{(conv, sender, cid): (seq, ts)} for the triples already acked."""
@@ -203,20 +444,24 @@ class Store:
         def run(r):
             pipe = r.pipeline(transaction=False)
             for conv, sender, cid in triples:
-                pipe.get(keys.dedup(conv, sender, cid))
+                pipe.get(self.layout.dedup(conv, sender, cid))
             return pipe.execute()
         hits = {}
         for t, raw in zip(triples, self._link.run(run)):
             if raw:
                 seq, ts = raw.decode().split(":")
                 hits[t] = (int(seq), int(ts))
+        if hits and self.replicas:
+            # the first store's WAIT may have failed: this ack waits for replicas too
+            self._link.touch_per_master([self.layout.dedup(*t) for t in hits], self.dedup_ttl,
+                                        self.replicas, self.wait_ms)
         return hits
 
     def last_seqs(self, convs) -> dict:
         convs = list(convs)
         if not convs:
             return {}
-        raw = self._link.run(Redis.mget, [keys.seq(c) for c in convs])
+        raw = self._link.mget([self.layout.seq(c) for c in convs])
         return {c: int(v or 0) for c, v in zip(convs, raw)}
 
     def kept_ranges(self, bounded: dict) -> dict:
@@ -229,10 +474,10 @@ class Store:
         def run(r):
             pipe = r.pipeline(transaction=False)
             for conv in convs:
-                pipe.get(keys.seq(conv))
+                pipe.get(self.layout.seq(conv))
                 if bounded[conv].age_ms > 0:
-                    pipe.lindex(keys.checkpoints(conv), 0)
-                    pipe.exists(keys.messages(conv))
+                    pipe.lindex(self.layout.checkpoints(conv), 0)
+                    pipe.exists(self.layout.messages(conv))
             return pipe.execute()
         raw = iter(self._link.run(run))
         out = {}
@@ -257,9 +502,9 @@ class Store:
         def run(r):
             pipe = r.pipeline(transaction=False)
             for conv, after, limit in reqs:
-                pipe.get(keys.seq(conv))
+                pipe.get(self.layout.seq(conv))
                 if limit > 0:
-                    pipe.hmget(keys.messages(conv), list(range(after + 1, after + 1 + limit)))
+                    pipe.hmget(self.layout.messages(conv), list(range(after + 1, after + 1 + limit)))
             return pipe.execute()
         raw = iter(self._link.run(run))
         out = []
@@ -275,7 +520,7 @@ class Store:
         def run(r):
             pipe = r.pipeline(transaction=False)
             for conv, seq in pairs:
-                pipe.hget(keys.messages(conv), seq)
+                pipe.hget(self.layout.messages(conv), seq)
             return pipe.execute()
         return self._link.run(run) if pairs else []
 
@@ -288,10 +533,25 @@ class Store:
         triples = list(triples)
         if not triples:
             return 0
-        args = [len(triples)]
+        if self._link.cluster:
+            return self._move_cursors_cluster(triples)
+        names = [keys.cursors(user) for user, _, _ in triples] + [self.layout.seq(c) for _, c, _ in triples]
+        return int(self._link.eval(self._cursor, names, _cursor_args(triples, clamp=True)))
+
+    def _move_cursors_cluster(self, triples) -> int:
+        """The seq keys live in other slots than the cursors: clamp to the last seqs read
+        first (seqs only grow), then one script call per user, pipelined."""
+        last = self.last_seqs({conv for _, conv, _ in triples})
+        by_user: dict = {}
         for user, conv, seq in triples:
-            args += (user, conv, int(seq))
-        return int(self._link.eval(self._cursor, [], args))
+            by_user.setdefault(user, []).append((user, conv, min(int(seq), last[conv])))
+        sha = self._cursor.sha
+
+        def fill(pipe):
+            for user, moves in by_user.items():
+                names = [keys.cursors(user)] * len(moves)
+                pipe.evalsha(sha, len(names), *names, *_cursor_args(moves, clamp=False))
+        return sum(int(n) for n in self._link.pipeline(fill, (self._cursor,)))
 
     def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",), floors=None, bounds=None):
         """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...]).
@@ -344,6 +604,27 @@ class Store:
         return None if got is None else int(got)
 
 
+def _summed_memory(infos: list[dict]) -> dict:
+    out = {k: sum(int(i.get(k, 0)) for i in infos)
+           for k in MEMORY_FIELDS if not k.endswith(("_human", "_ratio"))}
+    out["mem_fragmentation_ratio"] = max(float(i.get("mem_fragmentation_ratio", 0)) for i in infos)
+    out["masters"] = len(infos)
+    return out
+
+
+def _cursor_args(triples, clamp: bool) -> list:
+    args = [len(triples), 1 if clamp else 0]
+    for _, conv, seq in triples:
+        args += (conv, int(seq))
+    return args
+
+
+def _items_blob(items: list[StoreItem]) -> bytes:
+    # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
+    return msgpack.packb([(it.ts, it.prefix, it.cap, it.deadline, it.age, retention.bucket_ms(it.age))
+                          for it in items], use_bin_type=False)
+
+
 def _bounded(records, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[bytes]:
     """Drop missing entries and stop before the frame would pass ``max_bytes`` (1 MiB)."""
     out, size = [], 0
@@ -362,13 +643,14 @@ class GroupStore:
 
     def __init__(self, store: Store):
         self._link = store.link
+        self._keys = store.layout
 
     def load(self, conv: str):
         """(owner, [members in join order]) or None when the group does not exist."""
         def run(r):
             pipe = r.pipeline(transaction=False)
-            pipe.hget(keys.group_info(conv), "owner")
-            pipe.zrange(keys.group_members(conv), 0, -1)
+            pipe.hget(self._keys.group_info(conv), "owner")
+            pipe.zrange(self._keys.group_members(conv), 0, -1)
             return pipe.execute()
         owner, members = self._link.run(run)
         if owner is None:
@@ -378,9 +660,9 @@ class GroupStore:
     def create(self, conv: str, owner: str, members: list[str]) -> None:
         def run(r):
             pipe = r.pipeline(transaction=True)
-            pipe.hset(keys.group_info(conv), mapping={"owner": owner, "n": len(members)})
-            pipe.zadd(keys.group_members(conv), {m: i for i, m in enumerate(members)})
-            pipe.get(keys.seq(conv))
+            pipe.hset(self._keys.group_info(conv), mapping={"owner": owner, "n": len(members)})
+            pipe.zadd(self._keys.group_members(conv), {m: i for i, m in enumerate(members)})
+            pipe.get(self._keys.seq(conv))
             return pipe.execute()
         last = int(self._link.run(run)[2] or 0)
         self._index(conv, members, last)
@@ -388,11 +670,11 @@ class GroupStore:
     def add(self, conv: str, user: str) -> None:
         def run(r):
             pipe = r.pipeline(transaction=True)
-            pipe.hincrby(keys.group_info(conv), "n", 1)
-            pipe.get(keys.seq(conv))
+            pipe.hincrby(self._keys.group_info(conv), "n", 1)
+            pipe.get(self._keys.seq(conv))
             return pipe.execute()
         order, last = self._link.run(run)
-        self._link.run(Redis.zadd, keys.group_members(conv), {user: int(order)}, True)
+        self._link.run(Redis.zadd, self._keys.group_members(conv), {user: int(order)}, True)
         self._index(conv, [user], int(last or 0))
 
     def _index(self, conv: str, users, last: int) -> None:
@@ -406,18 +688,22 @@ class GroupStore:
         self._link.run(run)
 
     def set_owner(self, conv: str, owner: str) -> None:
-        self._link.run(Redis.hset, keys.group_info(conv), "owner", owner)
+        self._link.run(Redis.hset, self._keys.group_info(conv), "owner", owner)
 
     def remove(self, conv: str, user: str, new_owner: str | None, empty: bool) -> None:
         def run(r):
-            pipe = r.pipeline(transaction=True)
-            pipe.zrem(keys.group_members(conv), user)
+            # the user's list first: a failure between leaves a member whose list misses
+            # the group (sync still works), never a non-member replayed its messages;
+            # no MULTI: the user's keys and the group's live in different slots
+            pipe = r.pipeline(transaction=False)
             pipe.srem(keys.user_convs(user), conv)
             pipe.hdel(keys.cursors(user), conv)
-            if empty:
-                pipe.delete(keys.group_info(conv), keys.group_members(conv))
+            pipe.zrem(self._keys.group_members(conv), user)
+            if empty:       # one key per DEL: a cluster pipeline routes each by its key
+                pipe.delete(self._keys.group_info(conv))
+                pipe.delete(self._keys.group_members(conv))
             elif new_owner:
-                pipe.hset(keys.group_info(conv), "owner", new_owner)
+                pipe.hset(self._keys.group_info(conv), "owner", new_owner)
             return pipe.execute()
         self._link.run(run)
 

@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 from cluster import config as config_mod
 from cluster import runstate, secrets
 from cluster.child import die_with_parent
+from tools.redis_cluster import free_ports  # noqa: F401  (tests import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 90.0
@@ -98,18 +98,6 @@ def output_of(proc: subprocess.Popen, timeout: float) -> str:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports the kernel calls free right now (bound together, then closed)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _merge(base: dict, extra: dict) -> dict:

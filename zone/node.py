@@ -299,12 +299,16 @@ class ZoneNode(Node):
                                    cap=keep.count, deadline=r.deadline, age=keep.age_ms))
         self.journal.note(now_ms, [r.conv for r in reqs if convs.is_durable(r.conv)])
         began = time.perf_counter()
-        results = self.store.store_batch(items)
+        results = self.store.store_batch(items, partial=True)
         self.store_seconds.observe(time.perf_counter() - began)
         resent = []
         for r, result in zip(reqs, results):
             if result is None:
                 continue            # too late: the gate answered unavailable, nothing stored
+            if isinstance(result, StoreUnavailable):    # its Redis master failed; others stored
+                self.redis_errors += 1
+                self.refuse(r, Refused("unavailable", "storage is unavailable; retry later", retry_ms=1000))
+                continue
             seq, ts, dup = result
             if dup:
                 self.ack(r, seq, ts)

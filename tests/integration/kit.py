@@ -32,11 +32,13 @@ import subprocess
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import gevent
 import msgpack
 import redis
 from gevent.event import AsyncResult
+from redis.cluster import ClusterNode, RedisCluster
 
 from client import Client, ClientError
 from cluster import admin as admin_mod
@@ -303,17 +305,36 @@ def send_until_acked(client: Client, conv: str, cid: str, body, patience: float,
         gevent.sleep(retry)
 
 
-def redis_client(cluster) -> redis.Redis:
-    return redis.Redis.from_url(cluster.redis_url, socket_timeout=5)
+class TaggedRedis(redis.Redis):
+    """A client of the cluster's Redis that knows its key layout (``r.layout.seq(conv)``)."""
+
+    layout: keys.Layout
 
 
-def stored_seqs(r: redis.Redis, conv: str) -> list[int]:
+class TaggedRedisCluster(RedisCluster):
+    """The same on Redis Cluster (``redis.mode: cluster``)."""
+
+    layout: keys.Layout
+
+
+def redis_client(cluster) -> TaggedRedis | TaggedRedisCluster:
+    rc = cluster.cfg.redis
+    if rc.mode == "cluster":
+        client = TaggedRedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in rc.seeds()],
+                                    password=urlsplit(rc.url).password, socket_timeout=5)
+    else:
+        client = TaggedRedis.from_url(cluster.redis_url, socket_timeout=5)
+    client.layout = keys.Layout(cluster.cfg.chat.slots)
+    return client
+
+
+def stored_seqs(r: TaggedRedis, conv: str) -> list[int]:
     """Every seq stored for ``conv``, sorted."""
-    return sorted(int(k) for k in r.hkeys(keys.messages(conv)))
+    return sorted(int(k) for k in r.hkeys(r.layout.messages(conv)))
 
 
-def stored_records(r: redis.Redis, conv: str) -> dict[int, dict]:
-    return {int(k): unpackb(v) for k, v in r.hgetall(keys.messages(conv)).items()}
+def stored_records(r: TaggedRedis, conv: str) -> dict[int, dict]:
+    return {int(k): unpackb(v) for k, v in r.hgetall(r.layout.messages(conv)).items()}
 
 
 def frame_with_length(n: int, body: bytes) -> bytes:

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from cluster import keys, runstate, secrets
+from dc import keys as dkeys
 from harness import REPO, make_config
 from kit import register
 
@@ -39,9 +40,9 @@ def mode(path: str) -> int:
 
 def test_redis_cli_needs_the_generated_password(cluster):
     user = register(cluster)
-    refused = redis_cli(cluster, "HGET", f"u:{user}", "pw")
+    refused = redis_cli(cluster, "HGET", dkeys.user(user), "pw")
     assert "NOAUTH" in refused.stdout + refused.stderr and "argon2" not in refused.stdout
-    allowed = redis_cli(cluster, "HGET", f"u:{user}", "pw", password=cluster.redis_password)
+    allowed = redis_cli(cluster, "HGET", dkeys.user(user), "pw", password=cluster.redis_password)
     assert allowed.returncode == 0 and allowed.stdout.startswith("$argon2id$"), allowed
     wrong = redis_cli(cluster, "PING", password="not-the-password")
     assert "PONG" not in wrong.stdout

@@ -85,13 +85,13 @@ def test_ack_means_stored_in_redis(gcluster, r):
             record = stored_records(r, conv)[ack["seq"]]
             assert record == {"t": "msg", "conv": conv, "seq": i, "from": a.user, "ts": ack["ts"],
                               "body": {"n": i, "text": f"durable {i}"}, "cid": f"dur-{i}"}
-            assert int(r.get(keys.seq(conv))) == i
-            dedup = keys.dedup(conv, a.user, f"dur-{i}")
+            assert int(r.get(r.layout.seq(conv))) == i
+            dedup = r.layout.dedup(conv, a.user, f"dur-{i}")
             assert r.get(dedup) == f"{i}:{ack['ts']}".encode()
             assert 86400 - 120 <= r.ttl(dedup) <= 86400               # remembered for 24 h
         # the stored record is byte for byte the push b got
         pushed = b.msgs(conv, 3)
-        raw = r.hget(keys.messages(conv), 3)
+        raw = r.hget(r.layout.messages(conv), 3)
         assert packb(pushed[2]) == raw
         assert r.sismember(keys.user_convs(a.user), conv) and r.sismember(keys.user_convs(b.user), conv)
 

@@ -243,7 +243,7 @@ def test_group_members_are_checked_counted_and_collapsed(abuse):
         assert code_of(me.request("group_add", group=group, user="bad name")) == "bad_request"
         full = me.request("group_add", group=group, user=others[4])
         assert code_of(full) == "too_large", full
-        members = redis_client(abuse).zrange(keys.group_members(group), 0, -1)
+        members = (rc := redis_client(abuse)).zrange(rc.layout.group_members(group), 0, -1)
         assert [m.decode() for m in members] == [owner, *others[:4]]
 
 
@@ -255,7 +255,7 @@ def test_unknown_members_are_no_such_user_and_nothing_is_made(abuse):
     with logged_in(abuse, owner, made[owner]) as me:
         reply = me.request("group_create", group=group, members=[friend, ghost, fresh("ghost")])
         assert code_of(reply) == "no_such_user" and ghost in reply["reason"], reply
-        assert not redis_client(abuse).exists(keys.group_info(group))
+        assert not (rc := redis_client(abuse)).exists(rc.layout.group_info(group))
         assert me.request("group_create", group=group, members=[friend])["t"] == "ok"
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import gevent
 import pytest
-import redis
 
 from client import dm_conv
 from dc import keys
-from kit import admin, expect_error, expect_ok, fresh
+from kit import admin, expect_error, expect_ok, fresh, redis_client
 
 
 def group_of(owner, *members, name: str | None = None) -> str:
@@ -178,10 +177,10 @@ def test_group_ack_is_durable(cluster, clients):
     g = group_of(o, a)
     a.logout()
     ack = o.send(g, "durable")
-    r = redis.Redis.from_url(cluster.redis_url)
+    r = redis_client(cluster)
     try:
         assert r.config_get("appendonly")["appendonly"] == "yes"
-        stored = r.hget(keys.messages(g), ack["seq"])
+        stored = r.hget(r.layout.messages(g), ack["seq"])
         assert stored is not None and b"durable" in stored
     finally:
         r.close()

@@ -272,7 +272,7 @@ def test_bad_conv(cluster):
             assert (reply["t"], reply.get("code")) == ("error", "bad_conv"), (conv, reply)
         assert a.is_open()
         r = redis_client(cluster)
-        assert stored_seqs(r, dm(a.user, ghost)) == [] and r.get(keys.seq(dm(a.user, ghost))) is None
+        assert stored_seqs(r, dm(a.user, ghost)) == [] and r.get(r.layout.seq(dm(a.user, ghost))) is None
 
 
 def test_not_member(cluster):

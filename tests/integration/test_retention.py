@@ -148,7 +148,7 @@ def test_a_group_kept_for_a_time_forgets_what_is_older(cluster, users):
     assert kept == list(range(kept[0], sent + 1)) and kept[0] > 3   # contiguous, the early ones gone
     page = sync(member, group)
     assert page["first_seq"] == kept[0] and seqs(page) == kept
-    ttl = r.pttl(keys.messages(group))
+    ttl = r.pttl(r.layout.messages(group))
     assert 0 < ttl <= (GROUP_AGE + 1) * 1000                        # the whole history expires if idle
 
 
@@ -157,8 +157,8 @@ def test_an_idle_group_expires_whole_and_its_seqs_go_on(cluster, users):
     for i in range(4):
         ack(owner, group, f"old {i}")
     r = redis_client(cluster)
-    poll_for(lambda: not r.exists(keys.messages(group)), AGE_WAIT, f"{group}'s idle history expired", interval=0.1)
-    assert not r.exists(keys.checkpoints(group)) and int(r.get(keys.seq(group))) == 4
+    poll_for(lambda: not r.exists(r.layout.messages(group)), AGE_WAIT, f"{group}'s idle history expired", interval=0.1)
+    assert not r.exists(r.layout.checkpoints(group)) and int(r.get(r.layout.seq(group))) == 4
     page = sync(member, group)
     assert page["msgs"] == [] and page["last_seq"] == 4 and page["first_seq"] == 5
     assert ack(owner, group, "new")["seq"] == 5   # never a reused seq

@@ -172,7 +172,7 @@ class FakeGroupStore:
 def groups(size):
     from types import SimpleNamespace
     from zone.groups import Groups
-    g = Groups(SimpleNamespace(link=None), cache_size=size)
+    g = Groups(SimpleNamespace(link=None, layout=None), cache_size=size)
     g.db = FakeGroupStore()
     return g
 

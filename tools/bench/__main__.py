@@ -39,6 +39,8 @@ def parse(argv):
         sp.add_argument("--repeat", type=int, default=3)
         sp.add_argument("--gates", type=int, default=1, help="gate processes (default 1)")
         sp.add_argument("--zones", type=int, default=1, help="zone processes (default 1)")
+        sp.add_argument("--redis-cluster", action="store_true",
+                        help="store on a Redis Cluster, 3 masters + 3 replicas (Debian's redis-server 7)")
     return p.parse_args(argv)
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import resource
-import socket
 import struct
 import subprocess
 import sys
@@ -24,22 +23,11 @@ import yaml
 
 from cluster import config as config_mod, runstate, tokens
 from cluster.codec import FrameReader, encode_frame, unpackb
+from tools.redis_cluster import free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVER_CORE, LOAD_CORE = 0, 1
 _LEN = struct.Struct(">I")
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def bench_config(directory: str, gates: int = 2, zones: int = 2, extra: dict | None = None) -> str:
@@ -74,6 +62,7 @@ class BenchCluster:
         self.cfg = config_mod.load(config_path)
         self.state_path = runstate.state_path(self.cfg.data_dir)
         self.proc = None
+        self.extra_pids: dict = {}     # server processes outside the supervisor (a Redis Cluster)
 
     def start(self, timeout: float = 120.0) -> "BenchCluster":
         os.makedirs(os.path.join(self.cfg.data_dir, "logs"), exist_ok=True)
@@ -102,7 +91,8 @@ class BenchCluster:
 
     def pids(self) -> dict:
         doc = runstate.read(self.state_path) or {"nodes": {}}
-        return {name: node["pid"] for name, node in doc["nodes"].items() if node.get("pid")}
+        return {**{name: node["pid"] for name, node in doc["nodes"].items() if node.get("pid")},
+                **self.extra_pids}
 
     def gates(self) -> list[tuple[str, int]]:
         return [(n.host, n.tcp_port) for n in sorted(self.cfg.nodes_of("gate"), key=lambda n: n.name)]

@@ -1,6 +1,7 @@
 """Running one workload against a fresh pinned cluster, and summarising repeats."""
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 
@@ -10,7 +11,8 @@ from tools.bench import common
 def _print_median(name: str, size: int, caps: list, args=None, unit: str = "deliveries/s") -> None:
     got = [c for c in caps if c]
     if args is not None:
-        name = f"{name} [{args.gates} gate(s), {args.zones} zone(s)]"
+        store = ", Redis Cluster 3+3" if getattr(args, "redis_cluster", False) else ""
+        name = f"{name} [{args.gates} gate(s), {args.zones} zone(s){store}]"
     if not got:
         print(f"{name} size={size}: no passing step")
         return
@@ -23,12 +25,26 @@ def _print_median(name: str, size: int, caps: list, args=None, unit: str = "deli
 
 
 def _with_cluster(args, fn, users: int, extra: dict | None = None):
+    """``fn(cluster, tokens)`` on a fresh pinned cluster; with ``--redis-cluster`` its store
+    is a Redis Cluster of 3 masters + 3 replicas (tools/redis_cluster.py) on the server core."""
     with tempfile.TemporaryDirectory(prefix="zcbench-") as tmp:
-        config = common.bench_config(tmp, gates=args.gates, zones=args.zones, extra=extra)
-        cl = common.BenchCluster(config).start()
+        backend = None
+        if getattr(args, "redis_cluster", False):
+            from tools.redis_cluster import RedisClusterProcs
+            backend = RedisClusterProcs(os.path.join(tmp, "rcluster"), cores={common.SERVER_CORE}).start()
+            extra = {**(extra or {}), "redis": {"managed": False, "mode": "cluster",
+                                                "nodes": backend.seeds, "url": backend.url}}
         try:
-            tokens = common.provision(cl.cfg, [f"b{i:06d}" for i in range(users)])
-            common.pin_generator()
-            return fn(cl, tokens)
+            config = common.bench_config(tmp, gates=args.gates, zones=args.zones, extra=extra)
+            cl = common.BenchCluster(config).start()
+            if backend is not None:
+                cl.extra_pids = {f"redis-{port}": proc.pid for port, proc in backend.procs.items()}
+            try:
+                tokens = common.provision(cl.cfg, [f"b{i:06d}" for i in range(users)])
+                common.pin_generator()
+                return fn(cl, tokens)
+            finally:
+                cl.stop()
         finally:
-            cl.stop()
+            if backend is not None:
+                backend.stop()
