@@ -20,9 +20,9 @@ from cluster.envelopes import (Bind, Bound, Dlv, Drain, Group, Hello, Join, Kick
                                Rdlv, Rep, Resume, RoomCount, RoomInfo, Stats, Unbind)
 from cluster.node import Node
 from cluster.replies import error
-from cluster.slots import SlotTable
 from cluster.stats import bus_counters
 from center.admin import AdminApi
+from center.ownership import Ownership
 from center.ops import Ops
 from dc.store import ModerationStore, Store
 
@@ -39,9 +39,9 @@ class CenterNode(Node):
         self.rooms: dict = {}           # room -> {gate: local member count}
         self.gates = [n.name for n in config.nodes_of("gate")]
         self.incarnation = os.getpid()
-        self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.stats = collections.Counter()
         self.store = Store.from_config(config, max_connections=8)
+        self.ownership = Ownership(self)    # the slot table, zone heartbeats, handovers
         self.moderation = ModerationStore(self.store)
         self.zones = [n.name for n in config.nodes_of("zone")]
         self.login_node = config.nodes_of("login")[0].name
@@ -63,11 +63,16 @@ class CenterNode(Node):
                         (Rep, self.on_rep), (Resume, self.on_resume),
                         (Stats, self.ops.on_stats)):
             self.bus.on(cls, fn)
+        self.ownership.start()
         if self.spec.admin_port:
             self.admin.start(self.spec.admin_host, self.spec.admin_port)
         for gate in self.gates:
             self.bus.send(gate, Hello(self.incarnation))
         return addr
+
+    @property
+    def table(self):
+        return self.ownership.table
 
     def watched_peers(self) -> list[str]:
         return self.zone_names()
@@ -118,6 +123,8 @@ class CenterNode(Node):
             self._set_count(room, gate, rooms.get(room, 0))
         for room, count in rooms.items():
             self._set_count(room, gate, count)
+        if self.table.version > 1:          # a gate that (re)started routes by the initial table
+            self.ownership.publish([gate])
 
     def on_dlv(self, env: Dlv) -> None:
         by_gate: dict = {}
@@ -210,4 +217,4 @@ class CenterNode(Node):
     def snapshot(self) -> dict:
         return {"node": self.name, "online": len(self.presence), "rooms": len(self.rooms),
                 "room_members": sum(sum(g.values()) for g in self.rooms.values()),
-                **bus_counters(self.bus), "counters": dict(self.stats)}
+                **bus_counters(self.bus), "counters": dict(self.stats), "slots": self.ownership.snapshot()}

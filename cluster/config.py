@@ -31,6 +31,8 @@ class ClusterConf:
     secret: str | None = None
     secret_file: str | None = None        # default <data_dir>/secret
     data_dir: str = "data"
+    zone_heartbeat: float = 1.0           # seconds between a zone's beats to center
+    zone_timeout: float = 5.0             # a zone silent this long loses its slots to the others
 
 
 @dataclass(frozen=True)
@@ -369,6 +371,9 @@ def _validate(cfg: Config) -> None:
         keep = getattr(cfg.chat.retention, kind)
         if (keep.count is not None and keep.count < 0) or keep.age < 0:
             raise ConfigError("count and age must be 0 (no bound) or more", f"chat.retention.{kind}")
+    if not 0 < cfg.cluster.zone_heartbeat < cfg.cluster.zone_timeout:
+        raise ConfigError("zone_heartbeat must be more than 0 and less than zone_timeout",
+                          "cluster.zone_heartbeat")
     if cfg.log.keep_files < 0:
         raise ConfigError("must be 0 (keep every file: the complete archive) or more", "log.keep_files")
     if cfg.log.rotate_bytes < 1:

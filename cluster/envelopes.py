@@ -274,6 +274,22 @@ class Rdlv(NamedTuple):
     sender: str
 
 
+# -- slot ownership ----------------------------------------------------------------------
+@envelope("beat", "zone", "center")
+class Beat(NamedTuple):
+    """A zone is alive, holding slot table ``version``; an older one is answered with ``Table``."""
+    zone: str
+    version: int
+
+
+@envelope("table", "center", "gate, zone")
+class Table(NamedTuple):
+    """The slot table (cluster/slots.py): a newer ``version`` replaces the one held."""
+    version: int
+    owners: list        # zone per slot
+    epochs: list        # fence per slot, as in Redis (the store script checks it)
+
+
 # -- operations --------------------------------------------------------------------------
 @envelope("stats", "gate, zone, dc", "center")
 class Stats(NamedTuple):
@@ -311,7 +327,7 @@ class Rec(NamedTuple):
 ENVELOPES = (
     Register, Login, Welcome, Bind, Bound, Unbind, Presence, Hello, Kick, Resume, Resumed,
     Rep, Send, Sent, Dlv, Sync, Group, Post, Recv, Logout, Block, Mod,
-    Join, RoomInfo, RoomCount, Rdlv, Stats, Drain, Recs, Rec,
+    Join, RoomInfo, RoomCount, Rdlv, Beat, Table, Stats, Drain, Recs, Rec,
 )
 BY_KIND = {cls.KIND: cls for cls in ENVELOPES}
 

@@ -17,6 +17,8 @@ key                            type    holds
 ``dd:{s<s>}<conv>:<u>:<cid>``  string  ``<seq>:<ts>`` of an acked send, expires after dedup_ttl
 ``gi:{s<s>}<conv>``            hash    ``owner``, ``n`` (join counter: member order)
 ``gm:{s<s>}<conv>``            zset    member -> join order (lowest = longest-standing)
+``ep:{s<s>}``                  string  the slot's epoch: a store carrying another is refused
+``zc:slots``                   hash    center's slot table: ``version``, ``owners``, ``epochs``
 ``mod:mutes``                  hash    user -> muted until (ms since epoch)
 ``mod:rooms``                  hash    room -> ``<slow seconds>,<duplicate window seconds>``
 ``zc:layout``                  hash    ``version`` (2) and ``slots`` (chat.slots) of this dataset
@@ -38,6 +40,7 @@ from dc.retention import TRIM_MAX
 
 VERSION = 2
 LAYOUT = "zc:layout"
+SLOT_TABLE = "zc:slots"
 MUTES = "mod:mutes"
 ROOM_MODES = "mod:rooms"
 
@@ -96,16 +99,25 @@ class Layout:
     def group_members(self, conv: str) -> str:
         return f"gm:{self.tag(conv)}{conv}"
 
-    def store_keys(self, conv: str, sender: str, cid: str) -> tuple[str, str, str, str]:
-        """The four KEYS of one STORE_SCRIPT item, in its order."""
-        tag = self.tag(conv)
-        return (f"seq:{tag}{conv}", f"m:{tag}{conv}", f"mt:{tag}{conv}", f"dd:{tag}{conv}:{sender}:{cid}")
+    @staticmethod
+    def epoch(slot: int) -> str:
+        """The fence of a zonechat slot (cluster/slots.py), in the slot's own Redis slot."""
+        return f"ep:{{s{slot}}}"
+
+    def store_keys(self, conv: str, sender: str, cid: str) -> tuple[str, str, str, str, str]:
+        """The five KEYS of one STORE_SCRIPT item, in its order."""
+        slot = slot_of(conv, self.slots)
+        tag = f"{{s{slot}}}"
+        return (f"seq:{tag}{conv}", f"m:{tag}{conv}", f"mt:{tag}{conv}", f"dd:{tag}{conv}:{sender}:{cid}",
+                f"ep:{tag}")
 
 
 # Store a batch of messages atomically, in order.
-# KEYS: four per item, in Layout.store_keys order: seq, m, mt, dd (one zonechat slot per
-#   call on Redis Cluster; any mix on a single Redis)
-# ARGV[1]: dedup_ttl; ARGV[2]: msgpack array of n arrays [ts, prefix, cap, deadline, age, bucket]
+# KEYS: five per item, in Layout.store_keys order: seq, m, mt, dd, ep (one zonechat slot
+#   per call on Redis Cluster; any mix on a single Redis)
+# ARGV[1]: dedup_ttl; ARGV[2]: msgpack array of n arrays
+#   [ts, prefix, cap, deadline, age, bucket, epoch]
+#   epoch:  the slot's epoch in the storing zone's table; ep differs: not stored (fenced)
 #   prefix: the encoded msg map up to the value of its last key ``seq``
 #   cap:    keep at most this many messages (0 = all)
 #   deadline: ms since epoch; past it (Redis' own clock) the message is not stored, because
@@ -115,7 +127,7 @@ class Layout:
 # One packed argument instead of 6n: Redis and redis-py each pay per argument. The user's
 # conversation list (ucv) is not written here: its keys live in the user's slot.
 # Returns a msgpack array of n entries: [0, seq, ts] stored now, [1, seq, ts] a duplicate
-# (the first ack's seq and ts), [2] too late.
+# (the first ack's seq and ts), [2] too late, [3] fenced (the slot has another owner now).
 STORE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local items = cmsgpack.unpack(ARGV[2])
@@ -169,10 +181,17 @@ local out = {}
 for m = 1, #items do
   local it = items[m]
   local ts, prefix, cap, deadline, age = it[1], it[2], it[3], it[4], it[5]
-  local base = 4 * (m - 1)
+  local base = 5 * (m - 1)
   local sk, mk, tk, dk = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
-  local old = redis.call('GET', dk)
-  if old then
+  local old = false
+  if tonumber(redis.call('GET', KEYS[base + 5]) or '0') ~= it[7] then
+    out[m] = {3}
+  else
+    old = redis.call('GET', dk)
+  end
+  if out[m] then
+    -- fenced: nothing read, nothing written
+  elseif old then
     local s, t = string.match(old, '(%%d+):(%%d+)')
     redis.call('EXPIRE', dk, ttl)   -- a write: a WAIT after this call covers the first store too
     out[m] = {1, tonumber(s), tonumber(t)}

@@ -50,6 +50,10 @@ class StoreItem:
     cap: int = 0         # newest messages kept (chat.retention count); 0 keeps everything
     deadline: int = 2 ** 53   # ms since epoch; not stored after it (the gate said unavailable)
     age: int = 0         # ms a message is kept (chat.retention age); 0 keeps everything
+    epoch: int = 0       # its slot's epoch in the zone's table (the fence: cluster/slots.py)
+
+
+FENCED = "fenced"        # a store_batch answer: the slot's epoch moved on, nothing stored
 
 
 def _check_acked(acked: int, replicas: int, wait_ms: int, where: str = "primary") -> None:
@@ -376,7 +380,8 @@ class Store:
     # -- messages ---------------------------------------------------------------------
     def store_batch(self, items: list[StoreItem], partial: bool = False) -> list:
         """Store messages in order; returns (seq, ts, duplicate) per item, None for one
-        whose deadline had passed by Redis' clock (not stored). With ``partial`` (Redis
+        whose deadline had passed by Redis' clock (not stored), ``FENCED`` for one whose
+        slot's epoch is no longer the item's (not stored). With ``partial`` (Redis
         Cluster), an item whose master failed is its ``StoreUnavailable`` and the others
         are stored; without, the first such failure raises.
 
@@ -396,8 +401,8 @@ class Store:
         failed = next((r for r in answers if isinstance(r, StoreUnavailable)), None)
         if failed is not None and not partial:
             raise failed
-        return [r if isinstance(r, StoreUnavailable) else None if r[0] == 2 else (r[1], r[2], r[0] == 1)
-                for r in answers]
+        return [r if isinstance(r, StoreUnavailable) else None if r[0] == 2 else FENCED if r[0] == 3
+                else (r[1], r[2], r[0] == 1) for r in answers]
 
     def _store_single(self, items: list[StoreItem], index: list) -> list:
         sha, layout = self._store.sha, self.layout
@@ -584,6 +589,26 @@ class Store:
             replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(page) if rec is not None)
         return last, replay
 
+    # -- the slot table (center owns it) ----------------------------------------------
+    def load_table(self):
+        """(version, owners, epochs) of center's slot table, None before the first handover."""
+        raw = self._link.run(Redis.hgetall, keys.SLOT_TABLE)
+        if not raw or b"version" not in raw:
+            return None
+        return (int(raw[b"version"]), msgpack.unpackb(raw[b"owners"], raw=False),
+                msgpack.unpackb(raw[b"epochs"], raw=False))
+
+    def save_table(self, version: int, owners: list, epochs: list) -> None:
+        self._link.run(Redis.hset, keys.SLOT_TABLE, None, None,
+                       {"version": version, "owners": msgpack.packb(owners), "epochs": msgpack.packb(epochs)})
+
+    def bump_epochs(self, slots: list[int]) -> dict:
+        """{slot: its new epoch}: each slot's fence moves on (INCR ep:{s<slot>})."""
+        if not slots:
+            return {}
+        got = self._link.pipeline(lambda pipe: [pipe.incr(keys.Layout.epoch(s)) for s in slots])
+        return {s: int(e) for s, e in zip(slots, got)}
+
     # -- login attempts and token epochs (issue 11) -----------------------------------
     def forget_failed_login(self, name: str) -> None:
         """Take back one ``count_failed_login`` (login counts an attempt before checking it;
@@ -621,7 +646,7 @@ def _cursor_args(triples, clamp: bool) -> list:
 
 def _items_blob(items: list[StoreItem]) -> bytes:
     # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
-    return msgpack.packb([(it.ts, it.prefix, it.cap, it.deadline, it.age, retention.bucket_ms(it.age))
+    return msgpack.packb([(it.ts, it.prefix, it.cap, it.deadline, it.age, retention.bucket_ms(it.age), it.epoch)
                           for it in items], use_bin_type=False)
 
 

@@ -17,10 +17,11 @@ import gevent
 from gevent.pool import Pool
 
 from cluster.codec import ProtocolError, decode_body, packb
-from cluster.envelopes import Drain, Kick, Presence, Unbind
+from cluster.envelopes import Drain, Kick, Presence, Table, Unbind
 from cluster.metrics import ACK_BOUNDS, Buckets
 from cluster.node import Node
 from cluster.replies import error, error_code
+from cluster import slots
 from cluster.slots import SlotTable
 from gate import drain, handlers
 from gate import stats as gate_stats
@@ -74,7 +75,8 @@ class GateNode(Node):
     def setup(self) -> str:
         self.bus.bind()
         # Rep goes to delivery first: a fill's own fetch (gate/fills.py), else requests.answer
-        for cls, fn in {Kick: self.on_kick, Drain: self.on_drain, **self.delivery.handlers()}.items():
+        handlers = {Kick: self.on_kick, Drain: self.on_drain, Table: self.on_table, **self.delivery.handlers()}
+        for cls, fn in handlers.items():
             self.bus.on(cls, fn)
         self.server = TcpFront(self, self.spec.host, self.spec.tcp_port)
         self.server.start()
@@ -131,6 +133,13 @@ class GateNode(Node):
 
     def zone_of(self, conv: str) -> str:
         return self.table.zone_of(conv)
+
+    def on_table(self, env: Table) -> None:
+        """Center handed slots to other zones (a zone failed or came back): route by it."""
+        table = slots.newer(self.table, *env)
+        if table is not None:
+            self.table = table
+            self.log.info("slot table %d: %s", table.version, table.counts())
 
     def forward(self, s: Session, rid, peer: str, cls, *fields, timeout=None) -> None:
         """A client request on to ``peer`` as ``cls(gate, req, *fields)``."""

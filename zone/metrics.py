@@ -17,9 +17,12 @@ def metrics(zone, fam) -> None:
                   zone.store_seconds)
     fam.gauge("queue", "requests waiting for the next tick", len(zone.queue))
     fam.gauge("slots", "conversation slots this zone owns", len(zone.table.slots_of(zone.name)))
+    fam.counter("fenced", "stores refused because the slot moved to another zone", zone.fenced)
     bus_families(fam, zone.bus)
 
 
 def ready_checks(zone) -> dict:
-    """A zone can serve with Redis answering and at least one slot to serve."""
-    return {"redis": redis_answers(zone.store), "slots": bool(zone.table.slots_of(zone.name))}
+    """A zone can serve with Redis answering and a slot to serve, or none because center
+    handed them to others (a table of center's, version > 1)."""
+    return {"redis": redis_answers(zone.store),
+            "slots": bool(zone.table.slots_of(zone.name)) or zone.table.version > 1}

@@ -21,15 +21,15 @@ from gevent.event import Event
 from cluster import config as config_mod
 from cluster import convs, envelopes
 from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb, unpackb
-from cluster.envelopes import Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync
+from cluster.envelopes import Beat, Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync, Table
 from cluster.lru import LruSet
 from cluster.metrics import STORE_BOUNDS, Buckets
 from cluster.node import Node
 from cluster.replies import OK, Refused
-from cluster.slots import SlotTable
+from cluster import slots
 from cluster.stats import bus_counters, report_loop
 from dc import retention
-from dc.store import Store, StoreItem, StoreUnavailable
+from dc.store import FENCED, Store, StoreItem, StoreUnavailable
 from zone import metrics as zone_metrics
 from zone.groups import Groups, GroupWork, named_users
 from zone.moderation import Moderation, WordFilter
@@ -55,8 +55,10 @@ class ZoneNode(Node):
         super().__init__(config, spec)
         self.chat = config.chat
         self.retention = retention.all_bounds(config.chat)     # {kind: Bounds} (dc/retention.py)
-        self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.store = Store.from_config(config, max_connections=8)
+        zones = [n.name for n in config.nodes_of("zone")]
+        self.table = slots.from_saved(self.store.load_table(), zones, config.chat.slots)
+        self.fenced = 0                 # stores refused by a slot's epoch (this zone lost it)
         caches = config.zone
         self.groups = Groups(self.store, config.chat.group_max_members, caches.group_cache)
         self.group_work = GroupWork(caches.group_work, caches.group_queue)   # per-tick bound
@@ -81,7 +83,9 @@ class ZoneNode(Node):
         for cls in (Sync, Join, Group):         # read as they came
             self.bus.on(cls, self.enqueue)
         self.bus.on(Mod, self.on_mod)
+        self.bus.on(Table, self.on_table)
         self.spawn(self.tick_worker)
+        self.spawn(self.beat_loop)
         self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
         return addr
 
@@ -109,6 +113,24 @@ class ZoneNode(Node):
     def shutdown(self) -> None:
         self.store.close()
         self.journal.close()
+
+    # -- slot ownership ---------------------------------------------------------------
+    def beat_loop(self) -> None:
+        """Tell center this zone lives, and which table it holds (center answers an old one)."""
+        while True:
+            self.beat()
+            gevent.sleep(self.config.cluster.zone_heartbeat)
+
+    def beat(self) -> None:
+        self.bus.send(self.center, Beat(self.name, self.table.version))
+
+    def on_table(self, env: Table) -> None:
+        table = slots.newer(self.table, *env)
+        if table is None:
+            return
+        had = len(self.table.slots_of(self.name))
+        self.table = table
+        self.log.info("slot table %d: %d slots here (had %d)", table.version, len(table.slots_of(self.name)), had)
 
     def on_mod(self, env: Mod) -> None:
         if env.what == "reload":
@@ -296,7 +318,8 @@ class ZoneNode(Node):
             r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
             keep = self.bounds_of(r.conv)
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
-                                   cap=keep.count, deadline=r.deadline, age=keep.age_ms))
+                                   cap=keep.count, deadline=r.deadline, age=keep.age_ms,
+                                   epoch=self.table.epoch_of(r.conv)))
         self.journal.note(now_ms, [r.conv for r in reqs if convs.is_durable(r.conv)])
         began = time.perf_counter()
         results = self.store.store_batch(items, partial=True)
@@ -308,6 +331,11 @@ class ZoneNode(Node):
             if isinstance(result, StoreUnavailable):    # its Redis master failed; others stored
                 self.redis_errors += 1
                 self.refuse(r, Refused("unavailable", "storage is unavailable; retry later", retry_ms=1000))
+                continue
+            if result is FENCED:        # center moved the slot: the new table is on its way
+                self.fenced += 1
+                self.refuse(r, Refused("unavailable", "conversation moved; retry", retry_ms=200))
+                self.beat()
                 continue
             seq, ts, dup = result
             if dup:

@@ -44,6 +44,7 @@ from client import Client, ClientError
 from cluster import admin as admin_mod
 from cluster.codec import MAX_SERVER_FRAME, FrameReader, encode_frame, unpackb
 from cluster.convs import dm
+from cluster import slots as slots_mod
 from cluster.slots import SlotTable
 from dc import keys
 from harness import REPO, poll_for
@@ -686,9 +687,25 @@ def zone_names(cluster) -> list[str]:
     return sorted(n.name for n in cluster.cfg.nodes_of("zone"))
 
 
+def slot_table(cluster) -> SlotTable:
+    """The slot table now: center's in Redis after a handover, else the initial one."""
+    r = redis_client(cluster)
+    try:
+        raw = r.hgetall(keys.SLOT_TABLE)
+    finally:
+        r.close()
+    saved = (int(raw[b"version"]), msgpack.unpackb(raw[b"owners"]), msgpack.unpackb(raw[b"epochs"])) if raw else None
+    return slots_mod.from_saved(saved, zone_names(cluster), cluster.cfg.chat.slots)
+
+
+def zone_of(cluster, conv: str) -> str:
+    """The zone that owns ``conv`` now."""
+    return slot_table(cluster).zone_of(conv)
+
+
 def conv_on_zone(cluster, zone: str, make) -> str:
     """The first ``make(i)`` (i = 0, 1, ...) whose conversation the zone ``zone`` owns."""
-    table = SlotTable.initial(zone_names(cluster), cluster.cfg.chat.slots)
+    table = slot_table(cluster)
     for i in itertools.count():
         conv = make(i)
         if table.zone_of(conv) == zone:

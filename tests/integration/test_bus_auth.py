@@ -21,9 +21,8 @@ from cluster import envelopes, keys
 from cluster.codec import packb
 from cluster.convs import dm
 from cluster.envelopes import Send
-from cluster.slots import SlotTable
 from harness import poll_for
-from kit import redis_client, register, stored_records
+from kit import redis_client, register, stored_records, zone_of
 
 
 def send_envelope(user: str, conv: str, cid: str) -> bytes:
@@ -59,7 +58,7 @@ def zone_refusals(cluster, zone: str) -> int:
 def test_only_a_node_key_gets_an_envelope_in(cluster):
     alice, bob = register(cluster, None), register(cluster, None)
     conv = dm(alice, bob)
-    zone = SlotTable.initial([z.name for z in cluster.cfg.nodes_of("zone")], cluster.cfg.chat.slots).zone_of(conv)
+    zone = zone_of(cluster, conv)
     addr = cluster.cfg.node(zone).bus_addr
     server_key = keys.read_public(cluster.cfg)[zone]
     before = zone_refusals(cluster, zone)

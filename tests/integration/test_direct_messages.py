@@ -12,8 +12,7 @@ import uuid
 import pytest
 
 from cluster.convs import dm
-from cluster.slots import SlotTable
-from kit import Users, fresh, pair, redis_client, register, stored_records
+from kit import Users, fresh, pair, redis_client, register, stored_records, zone_of
 from harness import poll_for, zonechat
 
 ACK_KEYS = {"t", "rid", "conv", "cid", "seq", "ts"}
@@ -222,7 +221,7 @@ def test_log_tail_shows_frames_in_and_out_and_stored_messages(cluster):
     password = f"pw-{uuid.uuid4().hex}"
     with Users(cluster) as users:
         a, b, conv = chat_for_the_log(cluster, users, password)
-        zone = SlotTable.initial([n.name for n in cluster.cfg.nodes_of("zone")], cluster.cfg.chat.slots).zone_of(conv)
+        zone = zone_of(cluster, conv)
         wanted = [
             f"gate1 out {a.user} welcome user={a.user} token=***",
             f"gate1 in {a.user} send conv={conv} cid=c-1 ",

@@ -36,11 +36,12 @@ from gevent.event import Event
 
 import faultcheck
 from client import Client
+from cluster import slots
 from cluster.codec import msg_prefix, packb
 from cluster.convs import dm
 from dc.store import Store, StoreItem
 from harness import poll_for
-from kit import PASSWORD, Users, fresh, pair, register, send_until_acked
+from kit import PASSWORD, Users, fresh, pair, register, send_until_acked, zone_names
 from test_faults import Stopped, zone_of
 from zone.recent import Journal, journal_path
 
@@ -71,8 +72,9 @@ def store_undelivered(cluster, conv: str, sender: str, cid: str, body) -> tuple[
     store = Store.from_config(cluster.cfg, max_connections=1)
     try:
         index = " ".join(conv.split(":")[1:]) if conv.startswith("d:") else ""
+        table = slots.from_saved(store.load_table(), zone_names(cluster), cluster.cfg.chat.slots)
         [(seq, _, dup)] = store.store_batch([StoreItem(conv, sender, cid, ts, msg_prefix(conv, sender, ts, cid, packb(body)),
-                                                       index=index)])
+                                                       index=index, epoch=table.epoch_of(conv))])
     finally:
         store.close()
     assert not dup

@@ -16,9 +16,8 @@ import pytest
 
 from client import Client, ClientError
 from cluster.convs import dm
-from cluster.slots import SlotTable
 import kit
-from kit import PASSWORD, Raw, Users, pair, redis_client, register, stored_records, stored_seqs
+from kit import PASSWORD, Raw, Users, pair, redis_client, register, stored_records, stored_seqs, zone_of
 from harness import poll_for, zonechat
 
 OVERRIDES = {"gate": {"send_rate": 100000, "send_burst": 100000, "request_timeout": 2}}
@@ -29,9 +28,6 @@ def fcluster(start_cluster):
     return start_cluster(OVERRIDES)
 
 
-def zone_of(cluster, conv: str) -> str:
-    zones = [n.name for n in cluster.cfg.nodes_of("zone")]
-    return SlotTable.initial(zones, cluster.cfg.chat.slots).zone_of(conv)
 
 
 def replay_after_login(users: Users, user: str, conv: str, gate: int = 0, **login):

@@ -12,7 +12,7 @@ import pytest
 
 from client import dm_conv
 from dc import keys
-from kit import admin, expect_error, expect_ok, fresh, redis_client
+from kit import admin, expect_error, expect_ok, fresh, redis_client, zone_of
 
 
 def group_of(owner, *members, name: str | None = None) -> str:
@@ -184,9 +184,7 @@ def test_group_ack_is_durable(cluster, clients):
         assert stored is not None and b"durable" in stored
     finally:
         r.close()
-    from cluster.slots import SlotTable
-    zone = SlotTable.initial(sorted(n.name for n in cluster.cfg.nodes_of("zone")),
-                             cluster.cfg.chat.slots).zone_of(g)
+    zone = zone_of(cluster, g)
     cluster.restart(zone)
     cluster.restart("center1")
     a2 = clients.relogin(a, gate=0)

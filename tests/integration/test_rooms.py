@@ -18,8 +18,7 @@ import signal
 import gevent
 import pytest
 
-from cluster.slots import SlotTable
-from kit import expect_error, expect_ok, fresh, out_records_of, rx_queued, wait_for, zone_names
+from kit import expect_error, expect_ok, fresh, out_records_of, rx_queued, wait_for, zone_names, zone_of
 
 HISTORY = 60
 
@@ -228,7 +227,7 @@ def test_a_message_in_joined_recent_never_comes_live_as_well(cluster, clients):
     zone_port = {n.name: n.bus_port for n in cluster.cfg.nodes_of("zone")}
     for attempt in range(3):
         r = room()
-        zone = SlotTable.initial(zone_names(cluster), cluster.cfg.chat.slots).zone_of(r)
+        zone = zone_of(cluster, r)
         member, sender, joiner = clients.raw(gate=0), clients.raw(gate=1), clients.raw(gate=0)
         for conn, prefix in ((member, "m"), (sender, "s"), (joiner, "j")):
             conn.login(fresh(prefix))

@@ -22,8 +22,7 @@ import gevent
 import pytest
 
 from client import dm_conv
-from cluster.slots import SlotTable
-from kit import Peer, conv_on_zone, fresh, frame, peers, split_frames, vm_rss_kib, wait_for, zone_names
+from kit import Peer, conv_on_zone, fresh, frame, peers, split_frames, vm_rss_kib, wait_for, zone_names, zone_of
 
 
 def kernel_send_buffer_max() -> int:
@@ -128,7 +127,7 @@ def dm_flood_to_a_stalled_reader(cluster, clients, count: int = DM_FLOOD):
     victim.login(victim_name)
     [sender] = peers(clients, gate=1, count=1, prefix="sender")
     conv = dm_conv(sender.user, victim_name)
-    zone = SlotTable.initial(zone_names(cluster), cluster.cfg.chat.slots).zone_of(conv)
+    zone = zone_of(cluster, conv)
     names = []
 
     def witness_dm(i):

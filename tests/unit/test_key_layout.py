@@ -14,7 +14,8 @@ def test_every_key_of_a_conversation_carries_its_slot_as_hash_tag():
              L.group_info(conv), L.group_members(conv), *L.store_keys(conv, "alice", "c{1}")]
     assert all(name.split(":", 1)[1].startswith(tag) for name in names)
     assert L.store_keys(conv, "alice", "c") == (L.seq(conv), L.messages(conv), L.checkpoints(conv),
-                                                L.dedup(conv, "alice", "c"))
+                                                L.dedup(conv, "alice", "c"), L.epoch(L.slot(conv)))
+    assert L.epoch(L.slot(conv)) == f"ep:{tag}"
 
 
 def test_every_key_of_a_user_is_tagged_by_the_user():

@@ -3,7 +3,7 @@ import pytest
 
 import cluster  # noqa: F401
 from cluster import convs, tokens
-from cluster.slots import SlotTable, slot_of
+from cluster.slots import SlotTable, balanced, slot_of
 
 
 @pytest.mark.parametrize("conv, ok", [
@@ -37,14 +37,26 @@ def test_slots_are_stable_and_spread():
     assert zones == {"zone1", "zone2"}
 
 
-def test_reassign_moves_only_the_dead_zones_slots():
-    table = SlotTable.initial(["z1", "z2", "z3"], 30)
-    new = table.reassign("z2", ["z1", "z3"])
-    assert new.version == table.version + 1
-    assert "z2" not in new.owners
-    for old, now in zip(table.owners, new.owners):
-        if old != "z2":
-            assert old == now
+def test_balanced_moves_only_the_dead_zones_slots_and_gives_them_back():
+    zones = ["z1", "z2", "z3"]
+    initial = SlotTable.initial(zones, 30)
+    without = balanced(zones, {"z1", "z3"}, 30)
+    assert "z2" not in without
+    assert all(old == now for old, now in zip(initial.owners, without) if old != "z2")
+    assert abs(without.count("z1") - without.count("z3")) <= 1          # dealt in turn
+    assert balanced(zones, set(zones), 30) == initial.owners              # back to balance
+    assert balanced(zones, {"z3", "ghost"}, 30) == ["z3"] * 30
+    assert balanced(zones, set(), 30) is None
+
+
+def test_a_handover_bumps_the_version_and_only_the_moved_epochs():
+    table = SlotTable.initial(["z1", "z2"], 4)
+    owners = balanced(["z1", "z2"], {"z2"}, 4)
+    moved = table.moved_to(owners)
+    assert moved == [0, 2]
+    new = table.handed_over(owners, {0: 5, 2: 7})
+    assert new.version == 2 and new.owners == ["z2"] * 4 and new.epochs == [5, 0, 7, 0]
+    assert new.counts() == {"z2": 4} and new.epoch_of("d:a:b") == new.epochs[slot_of("d:a:b", 4)]
 
 
 def test_token_roundtrip_and_refusals():

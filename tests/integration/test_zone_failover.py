@@ -1,0 +1,148 @@
+"""Issue 12, point 3: zone failover with fencing, on a real cluster.
+
+Zones beat to center every ``cluster.zone_heartbeat``; one silent past
+``cluster.zone_timeout`` has its slots handed to the live zone, each moved slot's epoch
+moved on in Redis first, and the store script refuses a store that carries an older
+epoch. Shown here:
+
+- the fence itself, through the real store on the real Redis: a store with the slot's
+  old epoch is refused, stores nothing and assigns no seq; with the current one it stores;
+- a zone SIGSTOPped while writers send: its conversations move to the other zone and
+  keep going (the test reports how long sends waited); SIGCONT: it is given its slots
+  back (back to balance) and stores again; no store by it lands while it did not own
+  them (the traffic log names the node of every store), no seq is assigned twice and
+  every acked message is in the history at its seq.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import gevent
+import gevent.event
+import pytest
+
+from cluster import convs
+from cluster import slots as slots_mod
+from cluster.codec import msg_prefix, packb
+from dc.store import FENCED, Store, StoreItem
+from harness import poll_for
+from kit import Clients, admin, conv_on_zone, fresh, log_records, send_until_acked, slot_table, zone_names
+
+TIMEOUT, BEAT = 2.0, 0.5
+PACE = 0.1
+PATIENCE = 30.0
+
+
+@pytest.fixture(scope="module")
+def cluster(start_cluster):
+    return start_cluster({"cluster": {"zone_timeout": TIMEOUT, "zone_heartbeat": BEAT},
+                          "gate": {"request_timeout": 2}})
+
+
+@pytest.fixture
+def clients(cluster):
+    box = Clients(cluster)
+    yield box
+    box.close()
+
+
+def center_slots(cluster) -> dict:
+    return admin(cluster, "/v1/stats")["slots"]
+
+
+def test_a_store_with_an_old_epoch_is_refused_and_assigns_nothing(cluster, clients):
+    a = clients.user(fresh("fa"))
+    b = clients.register()
+    conv = convs.dm(a.user, b)
+    assert a.send(conv, "before")["seq"] == 1
+    store = Store.from_config(cluster.cfg, max_connections=1)
+    try:
+        table = slot_table(cluster)
+        slot = table.slot(conv)
+        now = store.bump_epochs([slot])[slot]           # as a handover does, the owner unaware
+
+        def item(cid: str, epoch: int) -> StoreItem:
+            ts = int(time.time() * 1000)
+            return StoreItem(conv, a.user, cid, ts, msg_prefix(conv, a.user, ts, cid, packb("x")), epoch=epoch)
+        assert store.store_batch([item("stale", now - 1)]) == [FENCED]
+        assert store.last_seqs([conv])[conv] == 1 and store.dedup_hits([(conv, a.user, "stale")]) == {}
+        [(seq, _, dup)] = store.store_batch([item("current", now)])
+        assert (seq, dup) == (2, False)
+    finally:
+        store.close()
+
+
+def dm_on(cluster, clients, zone: str):
+    """A logged-in user and a DM of it that ``zone`` owns (the peer registered)."""
+    a, base = clients.user(fresh("fw")), fresh("fp")
+    conv = conv_on_zone(cluster, zone, lambda i: convs.dm(a.user, f"{base}{i}"))
+    clients.register([u for u in convs.dm_users(conv) if u != a.user][0])
+    return a, conv
+
+
+def writer(client, conv: str, stop, acked: list, errors: list) -> None:
+    i = 0
+    while not stop.is_set():
+        cid = f"{client.user}-{i}"
+        try:
+            seq = send_until_acked(client, conv, cid, f"w{i}", patience=PATIENCE, retry=0.2)
+            acked.append((conv, cid, seq, time.time()))
+        except AssertionError as exc:
+            errors.append(str(exc))
+            return
+        i += 1
+        gevent.sleep(PACE)
+
+
+def test_a_paused_zone_loses_its_slots_is_fenced_and_gets_them_back(cluster, clients):
+    zones = zone_names(cluster)
+    victim, heir = zones[0], zones[1]
+    balanced = slots_mod.SlotTable.initial(zones, cluster.cfg.chat.slots).counts()
+    on_victim = [dm_on(cluster, clients, victim) for _ in range(3)]
+    on_heir = [dm_on(cluster, clients, heir) for _ in range(2)]
+    stop, acked, errors = gevent.event.Event(), [], []
+    jobs = [gevent.spawn(writer, a, conv, stop, acked, errors) for a, conv in on_victim + on_heir]
+    moved = {conv for _, conv in on_victim}
+    try:
+        poll_for(lambda: len(acked) >= 20, 20, "writers sending")
+        cluster.kill(victim, signal.SIGSTOP)
+        stopped = time.time()
+        poll_for(lambda: victim not in center_slots(cluster)["owners"], 20, f"{victim}'s slots handed over")
+        resumed = poll_for(lambda: next((t for c, _, _, t in acked if c in moved and t > stopped), None),
+                           PATIENCE, f"a send to {victim}'s conversations acked by {heir}")
+        cluster.kill(victim, signal.SIGCONT)
+        poll_for(lambda: center_slots(cluster)["owners"] == balanced, 20, "slots back to balance")
+        back = time.time()
+        poll_for(lambda: sum(1 for c, _, _, t in acked if c in moved and t > back) >= 10, 20,
+                 f"{victim} storing its conversations again")
+    finally:
+        cluster.kill(victim, signal.SIGCONT)
+        stop.set()
+        gevent.joinall(jobs, timeout=PATIENCE + 10)
+    print(f"\nzone {victim} SIGSTOPped: its conversations acked again by {heir} after "
+          f"{resumed - stopped:.1f}s (zone_timeout {TIMEOUT:g}s); {len(acked)} acked messages")
+    assert not errors, errors[:3]
+    check_no_write_by_the_old_owner(cluster, victim, stopped)
+    check_histories(clients, on_victim + on_heir, acked)
+
+
+def check_no_write_by_the_old_owner(cluster, victim: str, stopped: float) -> None:
+    """From its pause until center handed its slots back, the paused zone stored nothing."""
+    records = poll_for(lambda: log_records(cluster) or None, 10, "the traffic log")
+    handback = [r for r in records if r.kind == "admin" and r.fields[:1] == ["slots"]
+                and victim in r.fields[1]["owners"] and r.ts_ms > stopped * 1000]
+    assert handback, "no handback recorded"
+    window = (stopped * 1000, handback[0].ts_ms)
+    landed = [r for r in records if r.kind == "store" and r.node == victim and window[0] < r.ts_ms < window[1]]
+    assert not landed, f"{len(landed)} stores by {victim} while it owned nothing: {landed[:2]}"
+
+
+def check_histories(clients, pairs, acked) -> None:
+    for a, conv in pairs:
+        page = a.sync(conv, 0, 500)["msgs"]
+        seqs, cids = [m["seq"] for m in page], [m["cid"] for m in page]
+        assert seqs == sorted(set(seqs)) and len(cids) == len(set(cids)), f"{conv}: a seq or message twice"
+        by_seq = dict(zip(seqs, cids))
+        mine = [(cid, seq) for c, cid, seq, _ in acked if c == conv]
+        assert mine and all(by_seq.get(seq) == cid for cid, seq in mine), f"{conv}: an acked message lost"
