@@ -18,6 +18,8 @@ key                            type    holds
 ``gi:{s<s>}<conv>``            hash    ``owner``, ``n`` (join counter: member order)
 ``gm:{s<s>}<conv>``            zset    member -> join order (lowest = longest-standing)
 ``ep:{s<s>}``                  string  the slot's epoch: a store carrying another is refused
+``rj:{<zone>}``                list    ``<ms> <conv>`` per durable conversation a zone stored into
+                                       lately (zone/recent.py), the newest JOURNAL_MAX kept
 ``zc:slots``                   hash    center's slot table: ``version``, ``owners``, ``epochs``
 ``mod:mutes``                  hash    user -> muted until (ms since epoch)
 ``mod:rooms``                  hash    room -> ``<slow seconds>,<duplicate window seconds>``
@@ -43,6 +45,14 @@ LAYOUT = "zc:layout"
 SLOT_TABLE = "zc:slots"
 MUTES = "mod:mutes"
 ROOM_MODES = "mod:rooms"
+
+
+JOURNAL_MAX = 65536      # journal entries kept per zone: 5 s of a busy zone's conversations
+
+
+def journal(zone: str) -> str:
+    """A zone's journal of recent stores (zone/recent.py)."""
+    return f"rj:{{{zone}}}"
 
 
 def user(name: str) -> str:

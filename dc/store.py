@@ -173,6 +173,9 @@ class ClusterLink(RedisLink):
     def mget(self, names: list) -> list:
         return self.run(RedisCluster.mget_nonatomic, names)
 
+    def close(self) -> None:
+        self._redis.close()
+
     def run(self, fn, *args):
         try:
             return fn(self._redis, *args)
@@ -378,12 +381,13 @@ class Store:
         return int(self._link.run(Redis.get, keys.failed_logins(name)) or 0)
 
     # -- messages ---------------------------------------------------------------------
-    def store_batch(self, items: list[StoreItem], partial: bool = False) -> list:
+    def store_batch(self, items: list[StoreItem], partial: bool = False, journal=None) -> list:
         """Store messages in order; returns (seq, ts, duplicate) per item, None for one
         whose deadline had passed by Redis' clock (not stored), ``FENCED`` for one whose
         slot's epoch is no longer the item's (not stored). With ``partial`` (Redis
         Cluster), an item whose master failed is its ``StoreUnavailable`` and the others
-        are stored; without, the first such failure raises.
+        are stored; without, the first such failure raises. ``journal``: (zone, entries)
+        appended to the zone's journal (zone/recent.py) before the messages are stored.
 
         The users' conversation lists gain the DMs this process has not indexed yet
         before the messages are stored (a crash between leaves an entry without
@@ -393,10 +397,11 @@ class Store:
         if not items:
             return []
         index = self._to_index(items)
+        journal = (keys.journal(journal[0]), journal[1]) if journal and journal[1] else None
         if self._link.cluster:
-            answers = self._store_cluster(items, index)
+            answers = self._store_cluster(items, index, journal)
         else:
-            answers = self._store_single(items, index)
+            answers = self._store_single(items, index, journal)
         self._indexed.update(index)
         failed = next((r for r in answers if isinstance(r, StoreUnavailable)), None)
         if failed is not None and not partial:
@@ -404,10 +409,12 @@ class Store:
         return [r if isinstance(r, StoreUnavailable) else None if r[0] == 2 else FENCED if r[0] == 3
                 else (r[1], r[2], r[0] == 1) for r in answers]
 
-    def _store_single(self, items: list[StoreItem], index: list) -> list:
+    def _store_single(self, items: list[StoreItem], index: list, journal) -> list:
         sha, layout = self._store.sha, self.layout
 
         def fill(pipe):
+            if journal:
+                _journal(pipe, *journal)
             for user, conv in index:
                 pipe.sadd(keys.user_convs(user), conv)
             names = [key for it in items for key in layout.store_keys(it.conv, it.sender, it.cid)]
@@ -419,9 +426,14 @@ class Store:
             _check_acked(results.pop(), self.replicas, self.wait_ms)
         return msgpack.unpackb(results[-1], raw=False)
 
-    def _store_cluster(self, items: list[StoreItem], index: list) -> list:
-        if index:
-            self._link.pipeline(lambda pipe: [pipe.sadd(keys.user_convs(u), c) for u, c in index])
+    def _store_cluster(self, items: list[StoreItem], index: list, journal) -> list:
+        if index or journal:
+            def fill(pipe):
+                if journal:
+                    _journal(pipe, *journal)
+                for user, conv in index:
+                    pipe.sadd(keys.user_convs(user), conv)
+            self._link.pipeline(fill)
         by_slot: dict = {}
         for i, it in enumerate(items):
             by_slot.setdefault(self.layout.slot(it.conv), []).append(i)
@@ -589,6 +601,15 @@ class Store:
             replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(page) if rec is not None)
         return last, replay
 
+    # -- the zones' journals (zone/recent.py) -----------------------------------------
+    def journal(self, zone: str) -> list[bytes]:
+        """Every entry of ``zone``'s journal, oldest first."""
+        return self._link.run(Redis.lrange, keys.journal(zone), 0, -1)
+
+    def note_journal(self, zone: str, entries: list[bytes]) -> None:
+        """Append to ``zone``'s journal outside a store (what ``store_batch`` does first)."""
+        self._link.pipeline(lambda pipe: _journal(pipe, keys.journal(zone), entries))
+
     # -- the slot table (center owns it) ----------------------------------------------
     def load_table(self):
         """(version, owners, epochs) of center's slot table, None before the first handover."""
@@ -635,6 +656,11 @@ def _summed_memory(infos: list[dict]) -> dict:
     out["mem_fragmentation_ratio"] = max(float(i.get("mem_fragmentation_ratio", 0)) for i in infos)
     out["masters"] = len(infos)
     return out
+
+
+def _journal(pipe, key: str, entries: list[bytes]) -> None:
+    pipe.rpush(key, *entries)
+    pipe.ltrim(key, -keys.JOURNAL_MAX, -1)
 
 
 def _cursor_args(triples, clamp: bool) -> list:

@@ -20,7 +20,7 @@ from gevent.event import Event
 
 from cluster import config as config_mod
 from cluster import convs, envelopes
-from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb, unpackb
+from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
 from cluster.envelopes import Beat, Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync, Table
 from cluster.lru import LruSet
 from cluster.metrics import STORE_BOUNDS, Buckets
@@ -33,18 +33,12 @@ from dc.store import FENCED, Store, StoreItem, StoreUnavailable
 from zone import metrics as zone_metrics
 from zone.groups import Groups, GroupWork, named_users
 from zone.moderation import Moderation, WordFilter
-from zone.recent import Journal, journal_path
+from zone import recent
 from zone.requests import PostReq, SendReq
 
 MAX_BATCH = 2000
 TICK_FULL = 8            # requests in a tick that earn the next tick the whole tick_window
 REDELIVER_WINDOW_MS = 15000   # a resend within this of the original may follow a crash
-RESTART_WINDOW_MS = 5000      # a restart delivers again what the journal's last 5 s stored
-RESTART_CONVS = 1000          # ... in at most this many conversations
-RESTART_PER_CONV = 32         # ... at most this many last messages of each
-RESTART_CHUNK = 100           # conversations read per pipeline (<= 3,200 records at a time)
-RESTART_TRIES = 5             # attempts (a second apart) while the store is unavailable
-RESTART_MAX_AGE_MS = 120000   # a journal older than this is not delivered again
 
 
 class ZoneNode(Node):
@@ -66,7 +60,7 @@ class ZoneNode(Node):
         self.words = WordFilter(config.moderation.word_filter, config.moderation.filter_action)
         self.center = config.nodes_of("center")[0].name
         self.dlv_peers = self.delivery_peers(config)
-        self.journal = Journal(journal_path(config, self.name))   # what a restart delivers again
+        self.recovery = recent.Recovery(self)   # what a new writer of a slot delivers again
         self.queue: list = []
         self.wake = Event()
         self.known_users = LruSet(caches.user_cache)   # names known to exist: see learn_users
@@ -112,7 +106,6 @@ class ZoneNode(Node):
 
     def shutdown(self) -> None:
         self.store.close()
-        self.journal.close()
 
     # -- slot ownership ---------------------------------------------------------------
     def beat_loop(self) -> None:
@@ -128,9 +121,10 @@ class ZoneNode(Node):
         table = slots.newer(self.table, *env)
         if table is None:
             return
-        had = len(self.table.slots_of(self.name))
-        self.table = table
-        self.log.info("slot table %d: %d slots here (had %d)", table.version, len(table.slots_of(self.name)), had)
+        old, self.table = self.table, table
+        self.log.info("slot table %d: %d slots here (had %d)", table.version, len(table.slots_of(self.name)),
+                      len(old.slots_of(self.name)))
+        self.recovery.on_table(old, table)
 
     def on_mod(self, env: Mod) -> None:
         if env.what == "reload":
@@ -158,7 +152,7 @@ class ZoneNode(Node):
         (and the single store call each makes) grow instead of the tick count.
         Group changes past the tick's ``zone.group_work`` wait for the next tick, first
         in line (``GroupWork``); a tick with such work held is followed by another."""
-        self.redeliver_recent()
+        self.recovery.at_start()        # before the first tick: these come before anything new
         window = self.config.bus.tick_window
         last = 0
         while True:
@@ -320,9 +314,9 @@ class ZoneNode(Node):
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
                                    cap=keep.count, deadline=r.deadline, age=keep.age_ms,
                                    epoch=self.table.epoch_of(r.conv)))
-        self.journal.note(now_ms, [r.conv for r in reqs if convs.is_durable(r.conv)])
+        journal = (self.name, recent.entries(now_ms, [r.conv for r in reqs]))
         began = time.perf_counter()
-        results = self.store.store_batch(items, partial=True)
+        results = self.store.store_batch(items, partial=True, journal=journal)
         self.store_seconds.observe(time.perf_counter() - began)
         resent = []
         for r, result in zip(reqs, results):
@@ -357,44 +351,6 @@ class ZoneNode(Node):
         for (r, seq), record in zip(resent, records):
             if record is not None and convs.is_durable(r.conv):
                 self.deliver(r, seq, record, log=False)
-
-    def redeliver_recent(self) -> None:
-        """At start: deliver again what the last incarnation stored just before it ended
-        (zone/recent.py), as its deliveries may have died with it. Gates drop the seqs a
-        session has and fill a hole below one (gate/fills.py). Runs before the first
-        tick, so these come before anything this incarnation stores."""
-        not_before = int(time.time() * 1000) - RESTART_MAX_AGE_MS
-        picked = [(conv, since) for conv, since in
-                  self.journal.recent(RESTART_WINDOW_MS, RESTART_CONVS, not_before)
-                  if self.table.zone_of(conv) == self.name]
-        count, tries = 0, 0
-        while picked and tries < RESTART_TRIES:
-            try:
-                count += self._redeliver(picked[:RESTART_CHUNK])
-            except StoreUnavailable as exc:
-                tries += 1
-                self.log.warning("recent messages not delivered again yet: %s", exc)
-                gevent.sleep(1.0)
-                continue
-            picked = picked[RESTART_CHUNK:]
-        if count:
-            self.log.info("delivered %d recent messages again", count)
-
-    def _redeliver(self, picked: list) -> int:
-        last = self.store.last_seqs([conv for conv, _ in picked])
-        wanted = [(conv, max(0, last[conv] - RESTART_PER_CONV), RESTART_PER_CONV) for conv, _ in picked]
-        count = 0
-        for (conv, since), (records, _) in zip(picked, self.store.history_many(wanted, max_bytes=None)):
-            for record in records:
-                m = unpackb(record)
-                if m.get("ts", 0) < since:
-                    continue
-                sender = m.get("from")
-                users = ([u for u in convs.dm_users(conv) if u != sender] if conv.startswith("d:")
-                         else [u for u in self.groups.members(conv) if u != sender])
-                self.send_dlv(self.dlv_peers, users, conv, m["seq"], record)
-                count += 1
-        return count
 
     def index_of(self, r) -> str:
         return " ".join(r.pair)

@@ -1,40 +1,54 @@
-"""Which DMs and groups a zone stored into lately, in a small file of its own.
+"""What a new writer of a slot delivers again: the one recovery mechanism of a zone.
 
-A zone SIGKILLed between its store call and its deliveries leaves messages that are stored
-but that no online member got. When the zone restarts, it reads this file, and
-``ZoneNode.redeliver_recent`` delivers again what those conversations stored in the last
-moments. The gates drop the seqs a session already has.
+A zone that ends between its store call and its deliveries (SIGKILL, a crash, a pause
+past ``cluster.zone_timeout``, a cut link) leaves messages that are stored but that no
+online member got. Whoever writes those conversations next delivers them again:
 
-Before each store call the zone appends one line per durable conversation of the batch,
-``<ms> <conv>\\n``, where ``ms`` is the ts the batch's messages get. It is one
-``write(2)`` and no fsync: the data only has to outlive the process, and the kernel's page
-cache outlives a SIGKILL. A machine crash loses the lines, but the gates' hole fill
-(gate/fills.py) still covers every hole that a later message shows up.
+- the zone's own next incarnation, at start (``Recovery.at_start``);
+- a zone that center handed the slots to (``Recovery.on_table``: for each slot it gained,
+  what the previous owner stored lately), and the first zone again when the slots come
+  back to it.
 
-Bounds: past MAX_BYTES the file is renamed to ``<path>.1`` (the older ``.1`` goes) and a
-new file starts, so at most 2 x MAX_BYTES are kept and read. A write that fails (a full
-disk) is logged once and the zone goes on without the journal.
+Both read the same journal: before each store call a zone appends one entry per durable
+conversation of the batch, ``<ms> <conv>`` (``ms`` the ts its messages get), to its list
+in Redis, ``rj:{<zone>}`` (dc/keys.py), in the same round trip as the store (before the
+script on one Redis; one pipeline ahead of the masters' on Redis Cluster). The list keeps
+the newest ``JOURNAL_MAX`` entries. The reader picks the conversations written in the
+last ``WINDOW_MS`` of the journal (none when it is older than ``MAX_AGE_MS``: what was
+stored long ago was delivered, or brought by the members' logins since) and delivers the
+messages of that window again; the gates drop the seqs a session already has and fill a
+hole below one (gate/fills.py). A journal that Redis lost (a failover without the last
+writes) costs only these re-deliveries; the gates' hole fill still covers every hole a
+later message shows.
 """
 from __future__ import annotations
 
 import logging
-import os
+import time
+
+import gevent
 
 from cluster import convs
+from cluster.codec import unpackb
+from dc.store import StoreUnavailable
 
-MAX_BYTES = 1 << 20
+WINDOW_MS = 5000          # deliver again what the journal's last 5 s stored
+MAX_CONVS = 1000          # ... in at most this many conversations
+PER_CONV = 32             # ... at most this many last messages of each
+CHUNK = 100               # conversations read per pipeline (<= 3,200 records at a time)
+TRIES = 5                 # attempts (a second apart) while the store is unavailable
+MAX_AGE_MS = 120000       # a journal older than this is not delivered again
 
 log = logging.getLogger("zonechat.zone.recent")
 
 
-def journal_path(cfg, zone: str) -> str:
-    """Where zone ``zone`` keeps its journal: ``<data_dir>/zone/<zone>.recent``."""
-    return os.path.join(cfg.data_dir, "zone", f"{zone}.recent")
+def entries(ms: int, conv_ids) -> list[bytes]:
+    """The journal entries of one batch: one per durable conversation, in order, once."""
+    return [b"%d %s" % (ms, c.encode()) for c in dict.fromkeys(conv_ids) if convs.is_durable(c)]
 
 
 def parse(lines) -> list[tuple[int, str]]:
-    """(ms, conv) of each well-formed line (bytes), in file order; anything else is
-    skipped (a line cut short, a foreign byte)."""
+    """(ms, conv) of each well-formed entry (bytes), in order; anything else is skipped."""
     out = []
     for line in lines:
         parts = line.split(b" ")
@@ -49,17 +63,16 @@ def parse(lines) -> list[tuple[int, str]]:
     return out
 
 
-def pick_recent(entries, window_ms: int, max_convs: int, not_before: int = 0) -> list[tuple[str, int]]:
+def pick_recent(entries_, window_ms: int, max_convs: int, not_before: int = 0) -> list[tuple[str, int]]:
     """(conv, since_ms) per conversation written within ``window_ms`` of the newest entry:
     ``since_ms`` is its first entry in that window. At most ``max_convs`` of them, the ones
-    written last first. None if the newest entry is older than ``not_before``: what a zone
-    stored long ago was delivered, or brought by the members' logins since."""
-    newest = max((ms for ms, _ in entries), default=0)
-    if not entries or newest < not_before:
+    written last first. None if the newest entry is older than ``not_before``."""
+    newest = max((ms for ms, _ in entries_), default=0)
+    if not entries_ or newest < not_before:
         return []
     since: dict = {}
     last: dict = {}
-    for i, (ms, conv) in enumerate(entries):
+    for i, (ms, conv) in enumerate(entries_):
         if ms >= newest - window_ms:
             since[conv] = min(since.get(conv, ms), ms)
             last[conv] = i
@@ -67,60 +80,76 @@ def pick_recent(entries, window_ms: int, max_convs: int, not_before: int = 0) ->
     return [(conv, since[conv]) for conv in order]
 
 
-class Journal:
-    """The append side and the reading side of one zone's file."""
+def gained_from(old, new, me: str) -> dict:
+    """{previous owner: the slots it had in ``old`` that are ``me``'s in ``new``}."""
+    gained: dict = {}
+    for slot, (was, now) in enumerate(zip(old.owners, new.owners)):
+        if now == me and was != me:
+            gained.setdefault(was, set()).add(slot)
+    return gained
 
-    def __init__(self, path: str, max_bytes: int = MAX_BYTES):
-        self.path = path
-        self.max_bytes = max_bytes
-        self._fd = None
-        self._size = 0
-        self._broken = False
 
-    def read(self) -> list[tuple[int, str]]:
-        """Every entry of the two generations, oldest first (none from a file that cannot
-        be read: the zone starts anyway)."""
-        entries = []
-        for path in (self.path + ".1", self.path):
+class Recovery:
+    """A zone's side of it: which journal to read when, and the delivering again."""
+
+    def __init__(self, zone):
+        self.zone = zone
+
+    def at_start(self) -> None:
+        """Before the first tick: what this zone's last incarnation stored last."""
+        self.deliver_again(self.zone.name, lambda conv: self.zone.table.zone_of(conv) == self.zone.name)
+
+    def on_table(self, old, new) -> None:
+        """Slots this zone gained from others: what their previous owners stored last."""
+        me = self.zone.name
+        for previous, slots in gained_from(old, new, me).items():
+            self.zone.spawn(self.deliver_again, previous,
+                            lambda conv, s=slots: new.slot(conv) in s and self.zone.table.zone_of(conv) == me,
+                            name=f"redeliver_from_{previous}")
+
+    def deliver_again(self, writer: str, mine) -> int:
+        """Deliver again the recent messages of ``writer``'s journal that ``mine(conv)``."""
+        picked = self._picked(writer, mine)
+        count, tries = 0, 0
+        while picked and tries < TRIES:
             try:
-                with open(path, "rb") as fh:
-                    entries.extend(parse(fh.read().split(b"\n")))
-            except FileNotFoundError:
+                count += self._redeliver(picked[:CHUNK])
+            except StoreUnavailable as exc:
+                tries += 1
+                log.warning("recent messages of %s not delivered again yet: %s", writer, exc)
+                gevent.sleep(1.0)
                 continue
-            except OSError as exc:
-                log.warning("journal %s not read (%s): nothing is delivered again", path, exc)
-        return entries
+            picked = picked[CHUNK:]
+        if count:
+            log.info("delivered %d recent messages of %s again", count, writer)
+        return count
 
-    def recent(self, window_ms: int, max_convs: int, not_before: int = 0) -> list[tuple[str, int]]:
-        """``pick_recent`` of what the file holds."""
-        return pick_recent(self.read(), window_ms, max_convs, not_before)
+    def _picked(self, writer: str, mine) -> list:
+        not_before = int(time.time() * 1000) - MAX_AGE_MS
+        for attempt in range(TRIES):
+            try:
+                journal = parse(self.zone.store.journal(writer))
+                break
+            except StoreUnavailable as exc:
+                log.warning("the journal of %s not read yet: %s", writer, exc)
+                gevent.sleep(1.0)
+        else:
+            return []
+        return pick_recent([(ms, c) for ms, c in journal if mine(c)], WINDOW_MS, MAX_CONVS, not_before)
 
-    def note(self, ms: int, conv_ids) -> None:
-        """Record that ``conv_ids`` are about to get messages of ts ``ms``."""
-        if self._broken:
-            return
-        data = b"".join(b"%d %s\n" % (ms, c.encode()) for c in dict.fromkeys(conv_ids))
-        if not data:
-            return
-        try:
-            if self._fd is None or self._size >= self.max_bytes:
-                self._open()
-            os.write(self._fd, data)
-            self._size += len(data)
-        except OSError as exc:
-            self._broken = True
-            log.warning("journal %s not written (%s): a restart will not deliver again", self.path, exc)
-
-    def _open(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            os.replace(self.path, self.path + ".1")
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._size = os.fstat(self._fd).st_size
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def _redeliver(self, picked: list) -> int:
+        zone = self.zone
+        last = zone.store.last_seqs([conv for conv, _ in picked])
+        wanted = [(conv, max(0, last[conv] - PER_CONV), PER_CONV) for conv, _ in picked]
+        count = 0
+        for (conv, since), (records, _) in zip(picked, zone.store.history_many(wanted, max_bytes=None)):
+            for record in records:
+                m = unpackb(record)
+                if m.get("ts", 0) < since:
+                    continue
+                sender = m.get("from")
+                users = ([u for u in convs.dm_users(conv) if u != sender] if conv.startswith("d:")
+                         else [u for u in zone.groups.members(conv) if u != sender])
+                zone.send_dlv(zone.dlv_peers, users, conv, m["seq"], record)
+                count += 1
+        return count

@@ -43,7 +43,7 @@ from dc.store import Store, StoreItem
 from harness import poll_for
 from kit import PASSWORD, Users, fresh, pair, register, send_until_acked, zone_names
 from test_faults import Stopped, zone_of
-from zone.recent import Journal, journal_path
+from zone import recent
 
 TIMEOUT = 2                     # gate.request_timeout here: a dead zone's sends fail fast
 OVERRIDES = {"gate": {"send_rate": 100000, "send_burst": 100000, "request_timeout": TIMEOUT}}
@@ -65,16 +65,18 @@ def msgs(bodies, conv):
     return [b for b in bodies if b.get("t") == "msg" and b.get("conv") == conv]
 
 
-def store_undelivered(cluster, conv: str, sender: str, cid: str, body) -> tuple[int, int]:
-    """Store a message as a zone does (its store call, its record), but deliver nothing:
-    what a zone killed right after the call leaves. (seq, ts)."""
+def store_undelivered(cluster, conv: str, sender: str, cid: str, body, journal: str | None = None) -> tuple[int, int]:
+    """Store a message as a zone does (its store call, its record, its journal entry when
+    ``journal`` names the zone), but deliver nothing: what a zone killed right after the
+    call leaves. (seq, ts)."""
     ts = int(time.time() * 1000)
     store = Store.from_config(cluster.cfg, max_connections=1)
     try:
         index = " ".join(conv.split(":")[1:]) if conv.startswith("d:") else ""
         table = slots.from_saved(store.load_table(), zone_names(cluster), cluster.cfg.chat.slots)
-        [(seq, _, dup)] = store.store_batch([StoreItem(conv, sender, cid, ts, msg_prefix(conv, sender, ts, cid, packb(body)),
-                                                       index=index, epoch=table.epoch_of(conv))])
+        item = StoreItem(conv, sender, cid, ts, msg_prefix(conv, sender, ts, cid, packb(body)),
+                         index=index, epoch=table.epoch_of(conv))
+        [(seq, _, dup)] = store.store_batch([item], journal=(journal, recent.entries(ts, [conv])) if journal else None)
     finally:
         store.close()
     assert not dup
@@ -117,10 +119,7 @@ def test_a_restarted_zone_delivers_again_what_its_predecessor_stored_last(fclust
         first = a.send(conv, "one")
         assert b.expect("msg", conv=conv, seq=first["seq"])["cid"] == first["cid"]
         zone = zone_of(fcluster, conv)
-        seq, ts = store_undelivered(fcluster, conv, a.user, "last-2", "the zone's last")
-        journal = Journal(journal_path(fcluster.cfg, zone))
-        journal.note(ts, [conv])        # the zone notes a batch's conversations before storing
-        journal.close()
+        seq, ts = store_undelivered(fcluster, conv, a.user, "last-2", "the zone's last", journal=zone)
         old = fcluster.kill(zone)
         fcluster.wait_ready(zone, old_pid=old)
         # no later message shows the hole: the restarted zone's own delivery brings it

@@ -7,6 +7,8 @@ epoch. Shown here:
 
 - the fence itself, through the real store on the real Redis: a store with the slot's
   old epoch is refused, stores nothing and assigns no seq; with the current one it stores;
+- the zone handed a slot delivers again what the previous owner stored last (its
+  journal in Redis: the same mechanism as a restarted zone's, zone/recent.py);
 - a zone SIGSTOPped while writers send: its conversations move to the other zone and
   keep going (the test reports how long sends waited); SIGCONT: it is given its slots
   back (back to balance) and stores again; no store by it lands while it did not own
@@ -28,6 +30,7 @@ from cluster.codec import msg_prefix, packb
 from dc.store import FENCED, Store, StoreItem
 from harness import poll_for
 from kit import Clients, admin, conv_on_zone, fresh, log_records, send_until_acked, slot_table, zone_names
+from test_fault_suite import store_undelivered
 
 TIMEOUT, BEAT = 2.0, 0.5
 PACE = 0.1
@@ -125,6 +128,27 @@ def test_a_paused_zone_loses_its_slots_is_fenced_and_gets_them_back(cluster, cli
     assert not errors, errors[:3]
     check_no_write_by_the_old_owner(cluster, victim, stopped)
     check_histories(clients, on_victim + on_heir, acked)
+
+
+def test_the_new_owner_delivers_what_the_old_one_stored_last(cluster, clients):
+    """One mechanism with the restart's: the zone that gains a slot reads the previous
+    owner's journal and delivers its last stores again (nothing later shows the hole)."""
+    victim, heir = zone_names(cluster)
+    a, conv = dm_on(cluster, clients, victim)
+    b = clients.user([u for u in convs.dm_users(conv) if u != a.user][0], gate=1, register=False)
+    first = a.send(conv, "one")["seq"]
+    assert [m["seq"] for m in b.wait_msgs(conv, 1)] == [first]
+    seq, _ = store_undelivered(cluster, conv, a.user, "stored-last", "the old owner's last", journal=victim)
+    cluster.kill(victim, signal.SIGSTOP)
+    try:
+        poll_for(lambda: victim not in center_slots(cluster)["owners"], 20, f"{victim}'s slots handed over")
+        got = poll_for(lambda: [m["seq"] for m in b.msgs(conv)] if len(b.msgs(conv)) >= 2 else None,
+                       15, f"{heir} delivering the message {victim} stored last")
+        assert got == [first, seq]
+    finally:
+        cluster.kill(victim, signal.SIGCONT)
+    balanced = slots_mod.SlotTable.initial(zone_names(cluster), cluster.cfg.chat.slots).counts()
+    poll_for(lambda: center_slots(cluster)["owners"] == balanced, 20, "slots back to balance")
 
 
 def check_no_write_by_the_old_owner(cluster, victim: str, stopped: float) -> None:

@@ -1,8 +1,7 @@
-"""zone/recent.py: the journal of conversations a zone stored into lately, which its next
-incarnation delivers again. What is kept, what is read back, and the bounds."""
-import os
-
-from zone.recent import Journal, parse, pick_recent
+"""zone/recent.py: the journal of conversations a zone stored into lately, which the next
+writer of their slots delivers again: what an entry is, what is picked, who is asked."""
+from cluster.slots import SlotTable
+from zone.recent import entries, gained_from, parse, pick_recent
 
 
 def test_parse_keeps_well_formed_durable_entries_only():
@@ -25,35 +24,15 @@ def test_pick_recent_ignores_a_journal_older_than_not_before():
     assert pick_recent([], 2000, 10) == []
 
 
-def test_the_journal_reads_back_what_was_noted_across_restarts(tmp_path):
-    path = str(tmp_path / "zone" / "zone1.recent")
-    j = Journal(path)
-    j.note(100, ["d:a:b", "d:a:b", "g:guild"])       # one line per conversation of a batch
-    j.note(200, [])
-    j.close()
-    j = Journal(path)                                 # the next incarnation
-    j.note(300, ["d:a:b"])
-    assert j.read() == [(100, "d:a:b"), (100, "g:guild"), (300, "d:a:b")]
-    assert j.recent(150, 10) == [("d:a:b", 300)]
-    j.close()
+def test_a_batch_gives_one_entry_per_durable_conversation_in_order():
+    assert entries(100, ["d:a:b", "r:world", "d:a:b", "g:guild", "sys"]) == [b"100 d:a:b", b"100 g:guild"]
+    assert parse(entries(7, ["g:x", "d:a:b"])) == [(7, "g:x"), (7, "d:a:b")]
+    assert entries(5, []) == []
 
 
-def test_past_max_bytes_one_older_generation_is_kept(tmp_path):
-    path = str(tmp_path / "z.recent")
-    j = Journal(path, max_bytes=30)
-    for ms in range(100, 110):
-        j.note(ms, ["d:a:b"])                         # 10 bytes a line
-    entries = j.read()
-    assert os.path.getsize(path) <= 30 and os.path.getsize(path + ".1") <= 30
-    assert entries[-1] == (109, "d:a:b") and len(entries) < 10
-    assert [ms for ms, _ in entries] == sorted(ms for ms, _ in entries)
-    j.close()
-
-
-def test_a_journal_that_cannot_be_written_is_given_up_quietly(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    j = Journal(str(blocker / "zone1.recent"))        # its directory is a file
-    j.note(100, ["d:a:b"])
-    j.note(101, ["d:a:b"])
-    assert j.read() == []
+def test_what_a_zone_gained_is_named_by_its_previous_owner():
+    old = SlotTable(["z1", "z2", "z1", "z3"])
+    new = SlotTable(["z2", "z2", "z2", "z3"], version=2)
+    assert gained_from(old, new, "z2") == {"z1": {0, 2}}
+    assert gained_from(new, old, "z1") == {"z2": {0, 2}}          # and back again
+    assert gained_from(old, new, "z3") == {}
