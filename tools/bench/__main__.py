@@ -41,6 +41,8 @@ def parse(argv):
         sp.add_argument("--zones", type=int, default=1, help="zone processes (default 1)")
         sp.add_argument("--redis-cluster", action="store_true",
                         help="store on a Redis Cluster, 3 masters + 3 replicas (Debian's redis-server 7)")
+        sp.add_argument("--min-replicas", type=int, default=None,
+                        help="redis.min_replicas_acked (default: 1 on --redis-cluster, 0 single)")
     return p.parse_args(argv)
 
 

@@ -12,6 +12,8 @@ def _print_median(name: str, size: int, caps: list, args=None, unit: str = "deli
     got = [c for c in caps if c]
     if args is not None:
         store = ", Redis Cluster 3+3" if getattr(args, "redis_cluster", False) else ""
+        if getattr(args, "min_replicas", None) is not None:
+            store += f", min_replicas_acked {args.min_replicas}"
         name = f"{name} [{args.gates} gate(s), {args.zones} zone(s){store}]"
     if not got:
         print(f"{name} size={size}: no passing step")
@@ -34,6 +36,9 @@ def _with_cluster(args, fn, users: int, extra: dict | None = None):
             backend = RedisClusterProcs(os.path.join(tmp, "rcluster"), cores={common.SERVER_CORE}).start()
             extra = {**(extra or {}), "redis": {"managed": False, "mode": "cluster",
                                                 "nodes": backend.seeds, "url": backend.url}}
+        if getattr(args, "min_replicas", None) is not None:
+            extra = {**(extra or {}), "redis": {**(extra or {}).get("redis", {}),
+                                                "min_replicas_acked": args.min_replicas}}
         try:
             config = common.bench_config(tmp, gates=args.gates, zones=args.zones, extra=extra)
             cl = common.BenchCluster(config).start()
