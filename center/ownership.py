@@ -23,7 +23,7 @@ from cluster import slots
 from cluster.envelopes import Beat, Table
 from dc.store import StoreUnavailable
 
-CHECK = 0.25          # seconds between two looks for silent zones
+CHECK_MAX = 1.0       # seconds between two looks for silent zones, at most (zone_timeout / 4)
 
 
 class Ownership:
@@ -33,6 +33,7 @@ class Ownership:
         self.zones = [n.name for n in cfg.nodes_of("zone")]
         self.gates = [n.name for n in cfg.nodes_of("gate")]
         self.timeout = cfg.cluster.zone_timeout
+        self.check_every = min(CHECK_MAX, self.timeout / 4)    # an idle center wakes once a second
         self.slots = cfg.chat.slots
         self.table = slots.from_saved(center.store.load_table(), self.zones, self.slots)
         now = time.monotonic()
@@ -56,7 +57,7 @@ class Ownership:
 
     def watch(self) -> None:
         while True:
-            gevent.sleep(CHECK)
+            gevent.sleep(self.check_every)
             try:
                 self.check()
             except StoreUnavailable as exc:
