@@ -10,8 +10,12 @@ paused, or cut off, and not know yet), then saves the new version in Redis (a re
 center, and a restarting zone, start from it) and sends it to every gate and zone.
 
 While Redis is unavailable nothing is handed over (the epochs could not move): it is
-tried again at the next check. A center that starts counts every zone as just heard, so
-it never hands over before a whole ``zone_timeout`` has passed.
+tried again at the next check. A center that starts hands nothing over for a whole
+``zone_timeout`` (the zones' beats arrive meanwhile); a zone counts as alive only once it
+has beaten. It also starts from the fences Redis holds where they are higher than the
+saved table's (a table lost or behind would fence every zone out), and it sends the
+table to every gate again every ``REPUBLISH`` seconds (one lost ``table`` envelope must
+not leave a gate routing by an old one).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from cluster.envelopes import Beat, Table
 from dc.store import StoreUnavailable
 
 CHECK_MAX = 1.0       # seconds between two looks for silent zones, at most (zone_timeout / 4)
+REPUBLISH = 10.0      # seconds between two sends of a handed-over table to every gate
 
 
 class Ownership:
@@ -36,16 +41,26 @@ class Ownership:
         self.check_every = min(CHECK_MAX, self.timeout / 4)    # an idle center wakes once a second
         self.slots = cfg.chat.slots
         self.table = slots.from_saved(center.store.load_table(), self.zones, self.slots)
-        now = time.monotonic()
-        self.heard = {zone: now for zone in self.zones}
+        self.started = time.monotonic()
+        self.heard: dict = {}           # zone -> when it last beat (since this center started)
         self.handovers = 0
+        self._published = self.started
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Carry Redis's fences where they are higher than the table's (see above)."""
+        table = slots.reconciled(self.table, self.center.store.epochs(self.slots))
+        if table is not None:
+            self.center.store.save_table(*table.to_wire())
+            self.table = table
+            self.center.log.warning("slot table %d: fences taken from Redis", table.version)
 
     def start(self) -> None:
         self.center.bus.on(Beat, self.on_beat)
         self.center.spawn(self.watch)
 
     def on_beat(self, env: Beat) -> None:
-        if env.zone not in self.heard:
+        if env.zone not in self.zones:
             return
         self.heard[env.zone] = time.monotonic()
         if env.version < self.table.version:
@@ -64,6 +79,12 @@ class Ownership:
                 self.center.log.warning("slot handover postponed: %s", exc)
 
     def check(self) -> None:
+        now = time.monotonic()
+        if now - self.started < self.timeout:
+            return                      # the zones' first beats are still on their way
+        if self.table.version > 1 and now - self._published >= REPUBLISH:
+            self._published = now
+            self.publish(self.gates)
         owners = slots.balanced(self.zones, self.alive(), self.slots)
         if owners is None or owners == self.table.owners:
             return

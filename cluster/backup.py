@@ -102,8 +102,10 @@ def snapshot(target: dict, path: str) -> None:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=SNAPSHOT_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise BackupError(f"redis-cli --rdb took more than {SNAPSHOT_TIMEOUT:g}s") from None
-    with open(path, "rb") as fh:
-        head = fh.read(5) if done.returncode == 0 else b""
+    head = b""
+    if done.returncode == 0 and os.path.exists(path):
+        with open(path, "rb") as fh:
+            head = fh.read(5)
     if head != b"REDIS":
         raise BackupError(f"redis-cli --rdb failed ({done.returncode}): {(done.stderr or done.stdout).strip()}")
 
@@ -240,7 +242,7 @@ def move_aside(cfg, paths: list[str]) -> str:
     aside = os.path.join(cfg.data_dir, time.strftime("before-restore-%Y%m%d-%H%M%S"))
     os.makedirs(aside, mode=0o700)
     for path in paths:
-        os.replace(path, os.path.join(aside, os.path.basename(path)))
+        shutil.move(path, os.path.join(aside, os.path.basename(path)))   # a secret file may be elsewhere
     return aside
 
 
@@ -260,6 +262,7 @@ def put_back(cfg, members: dict) -> str:
             raise BackupError("the backup holds a secret file but this config takes the secret from "
                               "$ZONECHAT_SECRET or cluster.secret: unset it, or restore that value yourself")
         write_private(source, members[SECRET_MEMBER])
+    os.makedirs(keys.keys_dir(cfg), mode=0o700, exist_ok=True)
     for name, data in members.items():
         if name.startswith(KEYS_PREFIX):
             write_private(os.path.join(keys.keys_dir(cfg), name[len(KEYS_PREFIX):]), data)
@@ -349,7 +352,7 @@ def backup_command(archive: str, config_path: str) -> None:
     cfg = load_config(config_path)
     try:
         manifest = backup(cfg, archive, package_version())
-    except (BackupError, secrets.SecretError) as exc:
+    except (BackupError, secrets.SecretError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"backup written to {archive}: {manifest['redis']['keys']} Redis keys, "
                f"secret: {'yes' if manifest['secret'] else 'no'}, {len(manifest['keys'])} key files")
@@ -364,6 +367,6 @@ def restore_command(archive: str, config_path: str, force: bool) -> None:
     cfg = load_config(config_path)
     try:
         restore(cfg, archive, force, out=click.echo)
-    except (BackupError, secrets.SecretError, redis.RedisError) as exc:
+    except (BackupError, secrets.SecretError, redis.RedisError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("restored: zonechat up starts the cluster on it")

@@ -75,9 +75,19 @@ class SlotTable:
 def from_saved(saved, zones: list[str], slots: int) -> SlotTable:
     """The table center saved in Redis ((version, owners, epochs), see dc.store), or the
     initial one when there is none or it was made for another chat.slots."""
-    if saved is not None and len(saved[1]) == slots and len(saved[2]) == slots:
+    if (saved is not None and len(saved[1]) == slots and len(saved[2]) == slots
+            and set(saved[1]) <= set(zones)):
         return SlotTable(saved[1], saved[0], saved[2])
     return SlotTable.initial(zones, slots)
+
+
+def reconciled(table: SlotTable, fences: list[int]) -> SlotTable | None:
+    """A newer version of ``table`` carrying Redis's fences where they are higher (the
+    saved table was lost or is behind), None when nothing is."""
+    epochs = [max(mine, theirs) for mine, theirs in zip(table.epochs, fences)]
+    if epochs == table.epochs:
+        return None
+    return SlotTable(table.owners, table.version + 1, epochs)
 
 
 def newer(table: SlotTable, version: int, owners: list, epochs: list) -> SlotTable | None:

@@ -127,7 +127,8 @@ class Layout:
 #   per call on Redis Cluster; any mix on a single Redis)
 # ARGV[1]: dedup_ttl; ARGV[2]: msgpack array of n arrays
 #   [ts, prefix, cap, deadline, age, bucket, epoch]
-#   epoch:  the slot's epoch in the storing zone's table; ep differs: not stored (fenced)
+#   epoch:  the slot's epoch in the storing zone's table; below ep: not stored (fenced);
+#           above it (Redis lost the last handover's INCR): ep is raised to it, fencing again
 #   prefix: the encoded msg map up to the value of its last key ``seq``
 #   cap:    keep at most this many messages (0 = all)
 #   deadline: ms since epoch; past it (Redis' own clock) the message is not stored, because
@@ -194,9 +195,11 @@ for m = 1, #items do
   local base = 5 * (m - 1)
   local sk, mk, tk, dk = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   local old = false
-  if tonumber(redis.call('GET', KEYS[base + 5]) or '0') ~= it[7] then
+  local fence = tonumber(redis.call('GET', KEYS[base + 5]) or '0')
+  if it[7] < fence then
     out[m] = {3}
   else
+    if it[7] > fence then redis.call('SET', KEYS[base + 5], it[7]) end   -- a fence Redis lost
     old = redis.call('GET', dk)
   end
   if out[m] then

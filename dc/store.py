@@ -89,6 +89,21 @@ class RedisLink:
     def mget(self, names: list) -> list:
         return self.run(Redis.mget, names)
 
+    def info_memory(self) -> dict:
+        return self.run(Redis.info, "memory")
+
+    def incr_all(self, names: list, replicas: int, wait_ms: int) -> dict:
+        """{name: INCR name}, then WAIT for ``replicas``, in one pipeline."""
+        def fill(pipe):
+            for name in names:
+                pipe.incr(name)
+            if replicas:
+                pipe.wait(replicas, wait_ms)
+        got = self.pipeline(fill)
+        if replicas:
+            _check_acked(got.pop(), replicas, wait_ms)
+        return dict(zip(names, got))
+
     def touch_per_master(self, names: list, ttl: int, replicas: int, wait_ms: int) -> None:
         """Rewrite the expiry of ``names`` (a write) and WAIT: an answer read from them is
         then on ``replicas`` replicas, as a fresh write is."""
@@ -154,12 +169,12 @@ class ClusterLink(RedisLink):
     cluster = True
 
     def __init__(self, seeds, username=None, password=None, max_connections: int = 32,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, tls: bool = False):
         try:
             self._redis = RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in seeds], username=username,
                 password=password, max_connections=max_connections, socket_timeout=timeout,
-                socket_connect_timeout=timeout)
+                socket_connect_timeout=timeout, ssl=tls)
         except CLUSTER_ERRORS as exc:
             raise _unavailable(exc) from exc
 
@@ -168,10 +183,15 @@ class ClusterLink(RedisLink):
         url = urlsplit(cfg.redis.url) if cfg.redis.url else None
         username = unquote(url.username) if url and url.username else None
         password = unquote(url.password) if url and url.password else None
-        return cls(cfg.redis.seeds(), username, password, max_connections, timeout)
+        return cls(cfg.redis.seeds(), username, password, max_connections, timeout,
+                   tls=bool(url and url.scheme == "rediss"))
 
     def mget(self, names: list) -> list:
         return self.run(RedisCluster.mget_nonatomic, names)
+
+    def info_memory(self) -> dict:
+        """{node: INFO memory} of every master."""
+        return self.run(lambda r: r.info("memory", target_nodes=RedisCluster.PRIMARIES))
 
     def close(self) -> None:
         self._redis.close()
@@ -217,7 +237,7 @@ class ClusterLink(RedisLink):
     def _node_calls(self, node, calls: list, script, replicas: int, wait_ms: int) -> list:
         try:
             results = self._node_pipeline(self._redis.get_redis_connection(node), calls, script, replicas, wait_ms)
-        except redis.RedisError as exc:
+        except CLUSTER_ERRORS as exc:
             self._refresh()
             raise _unavailable(exc) from exc
         if replicas:
@@ -244,26 +264,45 @@ class ClusterLink(RedisLink):
     def touch_per_master(self, names: list, ttl: int, replicas: int, wait_ms: int) -> None:
         """Rewrite the expiry of ``names`` (a write) and WAIT on each master holding them:
         an answer read from them is then on ``replicas`` replicas, as a fresh write is."""
-        by_node: dict = {}
-        for name in names:
-            node = self._redis.get_node_from_key(name)
-            by_node.setdefault(node.name, (node, []))[1].append(name)
-        jobs = [gevent.spawn(self._touch, node, group, ttl, replicas, wait_ms) for node, group in by_node.values()]
-        gevent.joinall(jobs)
-        for job in jobs:
-            job.get()
+        self._per_master(names, lambda pipe, name: pipe.expire(name, ttl), replicas, wait_ms)
 
-    def _touch(self, node, names: list, ttl: int, replicas: int, wait_ms: int) -> None:
+    def incr_all(self, names: list, replicas: int, wait_ms: int) -> dict:
+        """{name: INCR name}, each master's then WAITing for ``replicas``."""
+        return self._per_master(names, lambda pipe, name: pipe.incr(name), replicas, wait_ms)
+
+    def _per_master(self, names: list, command, replicas: int, wait_ms: int) -> dict:
+        """``command(pipe, name)`` for each of ``names``, one pipeline per master ending with
+        WAIT (the writes and the WAIT on one connection); {name: answer}."""
+        by_node: dict = {}
+        try:
+            for name in names:
+                node = self._redis.get_node_from_key(name)
+                by_node.setdefault(node.name, (node, []))[1].append(name)
+        except CLUSTER_ERRORS as exc:
+            self._refresh()
+            raise _unavailable(exc) from exc
+        jobs = [gevent.spawn(self._node_writes, node, group, command, replicas, wait_ms)
+                for node, group in by_node.values()]
+        gevent.joinall(jobs)
+        out: dict = {}
+        for job in jobs:
+            out.update(job.get())
+        return out
+
+    def _node_writes(self, node, names: list, command, replicas: int, wait_ms: int) -> dict:
         try:
             pipe = self._redis.get_redis_connection(node).pipeline(transaction=False)
             for name in names:
-                pipe.expire(name, ttl)
-            pipe.wait(replicas, wait_ms)
-            acked = pipe.execute()[-1]
-        except redis.RedisError as exc:
+                command(pipe, name)
+            if replicas:
+                pipe.wait(replicas, wait_ms)
+            got = pipe.execute()
+        except CLUSTER_ERRORS as exc:
             self._refresh()
             raise _unavailable(exc) from exc
-        _check_acked(acked, replicas, wait_ms, node.name)
+        if replicas:
+            _check_acked(got.pop(), replicas, wait_ms, node.name)
+        return dict(zip(names, got))
 
 
 class Store:
@@ -307,7 +346,7 @@ class Store:
     def memory(self) -> dict:
         """Redis ``INFO memory``, the fields the operator view shows (bytes unless _human);
         on Redis Cluster the masters' sums (and the highest fragmentation ratio)."""
-        info = self._link.run(Redis.info, "memory")
+        info = self._link.info_memory()
         if info and all(isinstance(v, dict) for v in info.values()):
             return _summed_memory(list(info.values()))
         return {k: info[k] for k in MEMORY_FIELDS if k in info}
@@ -427,21 +466,32 @@ class Store:
         return msgpack.unpackb(results[-1], raw=False)
 
     def _store_cluster(self, items: list[StoreItem], index: list, journal) -> list:
+        """The journal and the new conversation-list entries first (their keys live on
+        other masters): when that fails, only the messages that needed an entry are not
+        stored (the journal is best effort: it only saves re-deliveries)."""
+        answers: list = [None] * len(items)
         if index or journal:
             def fill(pipe):
                 if journal:
                     _journal(pipe, *journal)
                 for user, conv in index:
                     pipe.sadd(keys.user_convs(user), conv)
-            self._link.pipeline(fill)
+            try:
+                self._link.pipeline(fill)
+            except StoreUnavailable as exc:
+                needing = {conv for _, conv in index}
+                for i, it in enumerate(items):
+                    if it.conv in needing:
+                        answers[i] = exc
+                index.clear()
         by_slot: dict = {}
         for i, it in enumerate(items):
-            by_slot.setdefault(self.layout.slot(it.conv), []).append(i)
+            if answers[i] is None:
+                by_slot.setdefault(self.layout.slot(it.conv), []).append(i)
         groups = list(by_slot.values())
         calls = [([key for i in group for key in self.layout.store_keys(items[i].conv, items[i].sender, items[i].cid)],
                   [self.dedup_ttl, _items_blob([items[i] for i in group])]) for group in groups]
-        raw = self._link.eval_per_master(self._store, calls, self.replicas, self.wait_ms)
-        answers: list = [None] * len(items)
+        raw = self._link.eval_per_master(self._store, calls, self.replicas, self.wait_ms) if calls else []
         for group, blob in zip(groups, raw):
             got = [blob] * len(group) if isinstance(blob, StoreUnavailable) else msgpack.unpackb(blob, raw=False)
             for i, answer in zip(group, got):
@@ -623,12 +673,19 @@ class Store:
         self._link.run(Redis.hset, keys.SLOT_TABLE, None, None,
                        {"version": version, "owners": msgpack.packb(owners), "epochs": msgpack.packb(epochs)})
 
+    def epochs(self, slots: int) -> list[int]:
+        """Every slot's fence as Redis holds it (0 where never moved)."""
+        got = self._link.mget([keys.Layout.epoch(s) for s in range(slots)])
+        return [int(e or 0) for e in got]
+
     def bump_epochs(self, slots: list[int]) -> dict:
-        """{slot: its new epoch}: each slot's fence moves on (INCR ep:{s<slot>})."""
+        """{slot: its new epoch}: each slot's fence moves on (INCR ep:{s<slot>}), on
+        ``replicas`` replicas before it counts (WAIT), so a failover cannot roll it back."""
         if not slots:
             return {}
-        got = self._link.pipeline(lambda pipe: [pipe.incr(keys.Layout.epoch(s)) for s in slots])
-        return {s: int(e) for s, e in zip(slots, got)}
+        names = [keys.Layout.epoch(s) for s in slots]
+        got = self._link.incr_all(names, self.replicas, self.wait_ms)
+        return {s: int(got[name]) for s, name in zip(slots, names)}
 
     # -- login attempts and token epochs (issue 11) -----------------------------------
     def forget_failed_login(self, name: str) -> None:

@@ -5,8 +5,8 @@ record that carries the stored ``msg`` map itself (the bytes clients get), so an
 needs no Redis and holds what retention has since trimmed from it. It is complete from the
 oldest file kept: with ``log.keep_files: 0`` nothing is ever deleted.
 
-One line per stored message, in the order the log holds them (the seq order: one zone
-stores a conversation at a time), each seq once::
+One line per stored message, in seq order, each seq once (the first record of it: a
+resend logs its message again)::
 
     {"conv": "d:alice:bob", "seq": 7, "from": "alice", "ts": 1764871234567,
      "cid": "c-41", "body": "hi", "logged": 1764871234570, "node": "zone1"}
@@ -82,9 +82,9 @@ def export(data_dir: str, conv: str, out: Callable[[str], None], since_ms: int |
            until_ms: int | None = None) -> int:
     """Write ``conv``'s archived messages under ``data_dir`` to ``out``, one JSON text per
     call; the number written."""
-    count = 0
     records = logfile.iter_records(logfile.log_dir(data_dir))
-    for line in lines(records, conv, since_ms, until_ms):
+    found = sorted(lines(records, conv, since_ms, until_ms),
+                   key=lambda line: line["seq"] if isinstance(line["seq"], int) else -1)
+    for line in found:        # seq order: two zones' records interleave around a handover
         out(json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=_json_default))
-        count += 1
-    return count
+    return len(found)

@@ -51,6 +51,14 @@ class Groups:
             self.cache[conv] = g
         return g
 
+    def forget(self, moved) -> int:
+        """Drop the cached groups for which ``moved(conv)``: another zone wrote them (or
+        may yet), so the next use reloads from Redis. How many were dropped."""
+        gone = [conv for conv in self.cache if moved(conv)]
+        for conv in gone:
+            self.cache.pop(conv, None)
+        return len(gone)
+
     def members(self, conv: str) -> list:
         g = self.get(conv)
         return g.members if g else []

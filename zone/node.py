@@ -124,6 +124,8 @@ class ZoneNode(Node):
         old, self.table = self.table, table
         self.log.info("slot table %d: %d slots here (had %d)", table.version, len(table.slots_of(self.name)),
                       len(old.slots_of(self.name)))
+        moved = set(old.moved_to(table.owners))
+        self.groups.forget(lambda conv: table.slot(conv) in moved)    # the other owner changed them
         self.recovery.on_table(old, table)
 
     def on_mod(self, env: Mod) -> None:
@@ -307,13 +309,17 @@ class ZoneNode(Node):
     def store_sends(self, reqs, now_ms: int) -> None:
         if not reqs:
             return
+        table = self.table           # one table for the owner check and the epochs: a Table
+        reqs = [r for r in reqs if self._still_mine(r, table)]   # may have come while it loaded
+        if not reqs:
+            return
         items = []
         for r in reqs:
             r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
             keep = self.bounds_of(r.conv)
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
                                    cap=keep.count, deadline=r.deadline, age=keep.age_ms,
-                                   epoch=self.table.epoch_of(r.conv)))
+                                   epoch=table.epoch_of(r.conv)))
         journal = (self.name, recent.entries(now_ms, [r.conv for r in reqs]))
         began = time.perf_counter()
         results = self.store.store_batch(items, partial=True, journal=journal)
@@ -340,17 +346,28 @@ class ZoneNode(Node):
                 self.deliver(r, seq, msg_record(r.prefix, seq), acked=ts)
         self.redeliver(resent)
 
+    def _still_mine(self, r, table) -> bool:
+        if table.zone_of(r.conv) == self.name:
+            return True
+        self.refuse(r, Refused("unavailable", "conversation moved; retry", retry_ms=200))
+        return False
+
     def redeliver(self, resent) -> None:
         """A resend soon after the original may follow a crash between store and delivery:
-        deliver again. Sessions that already have the seq drop it at the gate."""
-        recent_ms = int(time.time() * 1000) - REDELIVER_WINDOW_MS
-        resent = [(r, seq) for r, seq, ts in resent if ts >= recent_ms]
+        deliver again (sessions that already have the seq drop it at the gate). Every
+        resend's message is logged again: the first store's record is missing when its
+        answer never came back (a crash, a WAIT short of replicas); the export keeps one."""
         if not resent:
             return
-        records = self.store.records([(r.conv, seq) for r, seq in resent])
-        for (r, seq), record in zip(resent, records):
-            if record is not None and convs.is_durable(r.conv):
-                self.deliver(r, seq, record, log=False)
+        recent_ms = int(time.time() * 1000) - REDELIVER_WINDOW_MS
+        records = self.store.records([(r.conv, seq) for r, seq, _ in resent])
+        for (r, seq, ts), record in zip(resent, records):
+            if record is None:
+                continue
+            if ts >= recent_ms and convs.is_durable(r.conv):
+                self.deliver(r, seq, record)
+            else:
+                self.bus.record("store", r.conv, seq, r.user, r.cid, int(time.time() * 1000), record)
 
     def index_of(self, r) -> str:
         return " ".join(r.pair)

@@ -27,9 +27,11 @@ import pytest
 from cluster import convs
 from cluster import slots as slots_mod
 from cluster.codec import msg_prefix, packb
+from dc import keys
 from dc.store import FENCED, Store, StoreItem
 from harness import poll_for
-from kit import Clients, admin, conv_on_zone, fresh, log_records, send_until_acked, slot_table, zone_names
+from kit import (Clients, admin, conv_on_zone, fresh, log_records, redis_client, send_until_acked, slot_table,
+                 zone_names)
 from test_fault_suite import store_undelivered
 
 TIMEOUT, BEAT = 2.0, 0.5
@@ -60,9 +62,10 @@ def test_a_store_with_an_old_epoch_is_refused_and_assigns_nothing(cluster, clien
     conv = convs.dm(a.user, b)
     assert a.send(conv, "before")["seq"] == 1
     store = Store.from_config(cluster.cfg, max_connections=1)
+    table = slot_table(cluster)
+    slot = table.slot(conv)
+    before = store.epochs(cluster.cfg.chat.slots)[slot]
     try:
-        table = slot_table(cluster)
-        slot = table.slot(conv)
         now = store.bump_epochs([slot])[slot]           # as a handover does, the owner unaware
 
         def item(cid: str, epoch: int) -> StoreItem:
@@ -72,7 +75,15 @@ def test_a_store_with_an_old_epoch_is_refused_and_assigns_nothing(cluster, clien
         assert store.last_seqs([conv])[conv] == 1 and store.dedup_hits([(conv, a.user, "stale")]) == {}
         [(seq, _, dup)] = store.store_batch([item("current", now)])
         assert (seq, dup) == (2, False)
-    finally:
+        # a fence Redis lost (a failover before its INCR reached a replica): the new
+        # owner's higher epoch raises it again, and the old epoch is refused after it
+        [(seq, _, _)] = store.store_batch([item("higher", now + 1)])
+        assert seq == 3 and store.epochs(cluster.cfg.chat.slots)[slot] == now + 1
+        assert store.store_batch([item("old-again", now)]) == [FENCED]
+    finally:       # the fence back where center's table has it: the zone owns the slot again
+        r = redis_client(cluster)
+        r.set(keys.Layout.epoch(slot), before)
+        r.close()
         store.close()
 
 

@@ -48,6 +48,17 @@ def test_since_and_until_bound_the_send_time():
     assert [line["seq"] for line in lines] == [2, 3]
 
 
+def test_export_writes_seq_order_whatever_the_log_order(tmp_path):
+    writer = LogWriter(str(tmp_path / "log"), 1 << 20, 0)
+    writer.open()
+    writer.write([encode_record([r.ts_ms, r.node, r.kind, *r.fields]) for r in
+                  (store(CONV, 2, node="zone2"), store(CONV, 1, node="zone1"), store(CONV, 3, node="zone2"))])
+    writer.close()
+    out: list[str] = []
+    assert export.export(str(tmp_path), CONV, out.append) == 3
+    assert [json.loads(text)["seq"] for text in out] == [1, 2, 3]
+
+
 def test_export_reads_the_log_files_and_writes_json_lines(tmp_path):
     writer = LogWriter(str(tmp_path / "log"), 1 << 20, 0)
     writer.open()

@@ -3,7 +3,7 @@ import pytest
 
 import cluster  # noqa: F401
 from cluster import convs, tokens
-from cluster.slots import SlotTable, balanced, slot_of
+from cluster.slots import SlotTable, balanced, from_saved, reconciled, slot_of
 
 
 @pytest.mark.parametrize("conv, ok", [
@@ -57,6 +57,21 @@ def test_a_handover_bumps_the_version_and_only_the_moved_epochs():
     new = table.handed_over(owners, {0: 5, 2: 7})
     assert new.version == 2 and new.owners == ["z2"] * 4 and new.epochs == [5, 0, 7, 0]
     assert new.counts() == {"z2": 4} and new.epoch_of("d:a:b") == new.epochs[slot_of("d:a:b", 4)]
+
+
+def test_a_saved_table_is_used_only_when_it_fits_the_config():
+    saved = (3, ["z1", "z2"], [1, 2])
+    assert from_saved(saved, ["z1", "z2"], 2).to_wire() == (3, ["z1", "z2"], [1, 2])
+    assert from_saved(saved, ["z1", "z2"], 4).version == 1                 # another chat.slots
+    assert from_saved((3, ["z1", "gone"], [1, 2]), ["z1", "z2"], 2).version == 1   # a zone renamed
+    assert from_saved(None, ["z1"], 2).owners == ["z1", "z1"]
+
+
+def test_fences_redis_holds_higher_make_a_newer_version():
+    table = SlotTable(["z1", "z2", "z1"], version=4, epochs=[2, 0, 5])
+    assert reconciled(table, [2, 0, 5]) is None
+    again = reconciled(table, [3, 0, 1])
+    assert again.version == 5 and again.epochs == [3, 0, 5] and again.owners == table.owners
 
 
 def test_token_roundtrip_and_refusals():
