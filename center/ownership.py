@@ -45,6 +45,7 @@ class Ownership:
         self.heard: dict = {}           # zone -> when it last beat (since this center started)
         self.handovers = 0
         self._published = self.started
+        self._catching_up = False
         self.reconcile()
 
     def reconcile(self) -> None:
@@ -63,8 +64,26 @@ class Ownership:
         if env.zone not in self.zones:
             return
         self.heard[env.zone] = time.monotonic()
+        if env.version > self.table.version and not self._catching_up:
+            self._catching_up = True        # handlers run in the loop: Redis waits in a greenlet
+            self.center.spawn(self.outnumbered, env.version)
         if env.version < self.table.version:
             self.center.bus.send(env.zone, Table(*self.table.to_wire()))
+
+    def outnumbered(self, seen: int) -> None:
+        """A zone holds a newer version than ours (Redis lost ``zc:slots``): ours goes past
+        it, so every node takes center's table again."""
+        table = slots.SlotTable(self.table.owners, seen + 1, self.table.epochs)
+        try:
+            self.center.store.save_table(*table.to_wire())
+        except StoreUnavailable as exc:
+            self.center.log.warning("slot table not saved: %s", exc)
+            return
+        finally:
+            self._catching_up = False
+        self.table = table
+        self.center.log.warning("slot table %d: past the version %d a zone held", table.version, seen)
+        self.publish()
 
     def alive(self) -> set:
         now = time.monotonic()

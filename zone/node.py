@@ -85,7 +85,8 @@ class ZoneNode(Node):
 
     def ops_counters(self) -> dict:
         """This zone's report to center's operator view (``cluster/stats.py``)."""
-        return {"slots": len(self.table.slots_of(self.name)), "stored": sum(self.stored.values()),
+        return {"slots": len(self.table.slots_of(self.name)), "table": self.table.version,
+                "fenced": self.fenced, "stored": sum(self.stored.values()),
                 "errors": dict(self.errors), "queue": len(self.queue), **bus_counters(self.bus)}
 
     def metrics(self, fam) -> None:

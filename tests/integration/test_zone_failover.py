@@ -162,6 +162,35 @@ def test_the_new_owner_delivers_what_the_old_one_stored_last(cluster, clients):
     poll_for(lambda: center_slots(cluster)["owners"] == balanced, 20, "slots back to balance")
 
 
+def answered(fn):
+    try:
+        return fn()
+    except Exception:        # center restarting: not answering yet
+        return None
+
+
+def test_a_center_that_lost_the_saved_table_catches_up_with_the_zones(cluster, clients):
+    store = Store.from_config(cluster.cfg, max_connections=1)
+    try:
+        table = slot_table(cluster)
+        store.save_table(50, table.owners, table.epochs)         # the zones learn version 50
+        cluster.restart("center1")
+        poll_for(lambda: answered(lambda: center_slots(cluster)["version"]) == 50, 20, "center at version 50")
+        poll_for(lambda: answered(lambda: {z.get("table") for z in admin(cluster, "/v1/ops")["zones"]}) == {50},
+                 20, "every zone holding version 50")
+        r = redis_client(cluster)
+        r.delete(keys.SLOT_TABLE)                                 # Redis loses center's table
+        r.close()
+        cluster.restart("center1")
+        poll_for(lambda: (answered(lambda: center_slots(cluster)["version"]) or 0) > 50, 20,
+                 "center's version past the one the zones hold")
+    finally:
+        store.close()
+    for zone in zone_names(cluster):                              # and every zone stores
+        a, conv = dm_on(cluster, clients, zone)
+        assert send_until_acked(a, conv, fresh("after"), "after", patience=15) >= 1
+
+
 def check_no_write_by_the_old_owner(cluster, victim: str, stopped: float) -> None:
     """From its pause until center handed its slots back, the paused zone stored nothing."""
     records = poll_for(lambda: log_records(cluster) or None, 10, "the traffic log")
