@@ -228,6 +228,26 @@ end
 return cmsgpack.pack(out)
 """ % {"trim_max": TRIM_MAX}
 
+# Group writes of the zone that owns the group's slot, fenced like stores.
+# KEYS[1]: the slot's fence (ep:{s<n>}); KEYS[2..]: the keys the commands name (that slot)
+# ARGV[1]: the writing zone's epoch of the slot; ARGV[2]: msgpack array of commands
+#   [name, key index (into KEYS), arg, ...] (HSET, HINCRBY, ZADD, ZREM, DEL, GET only)
+# Returns msgpack [false] when the fence is past the epoch (nothing run), else [true, answers].
+GROUP_SCRIPT = """
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) < fence then return cmsgpack.pack({false}) end
+local out = {}
+for i, c in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local args = {c[1], KEYS[c[2]]}
+  for j = 3, #c do args[#args + 1] = c[j] end
+  local got = redis.call(unpack(args))
+  if got == false then got = '' end
+  out[i] = got
+end
+return cmsgpack.pack({true, out})
+"""
+GROUP_COMMANDS = frozenset({"HSET", "HINCRBY", "ZADD", "ZREM", "DEL", "GET"})
+
 # Move delivered cursors forward, never back.
 # KEYS: n cursor hashes (cur:{user}), then, when ARGV[2] is 1, the n seq keys to clamp to.
 # ARGV: n, clamp, then n pairs conv, seq. Without clamp (Redis Cluster: the seq keys live

@@ -746,12 +746,41 @@ def _bounded(records, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[bytes]:
     return out
 
 
-class GroupStore:
-    """Group membership in Redis; the zone owning the group is its only writer."""
+class Fenced(StoreUnavailable):
+    """The group's slot has another owner now (its fence is past this zone's epoch)."""
 
-    def __init__(self, store: Store):
+
+UNFENCED = 2 ** 52       # the epoch of a writer that is no zone (tools, tests): passes any fence
+
+
+class GroupStore:
+    """Group membership in Redis; the zone owning the group is its only writer, and its
+    writes to the group's slot are fenced like its stores (``epoch_of(conv)``: the zone's
+    epoch of the slot; a stale zone's change raises ``Fenced`` and writes nothing)."""
+
+    def __init__(self, store: Store, epoch_of=None):
         self._link = store.link
         self._keys = store.layout
+        self._epoch_of = epoch_of or (lambda conv: UNFENCED)
+        self._script = None          # registered on first use
+
+    def _fenced(self, conv: str, commands: list) -> list:
+        """Run ``commands`` ((name, key, *args), keys of ``conv``'s slot) in one script call
+        after checking the slot's fence; their answers."""
+        names = [keys.Layout.epoch(self._keys.slot(conv))]
+        wire = []
+        for name, key, *args in commands:
+            assert name in keys.GROUP_COMMANDS, name
+            if key not in names:
+                names.append(key)
+            wire.append([name, names.index(key) + 1, *args])
+        blob = msgpack.packb(wire, use_bin_type=False)
+        if self._script is None:
+            self._script = self._link.script(keys.GROUP_SCRIPT)
+        answer = msgpack.unpackb(self._link.eval(self._script, names, [self._epoch_of(conv), blob]), raw=False)
+        if not answer[0]:
+            raise Fenced(f"{conv} moved to another zone; retry")
+        return answer[1]
 
     def load(self, conv: str):
         """(owner, [members in join order]) or None when the group does not exist."""
@@ -766,23 +795,16 @@ class GroupStore:
         return owner.decode(), [m.decode() for m in members]
 
     def create(self, conv: str, owner: str, members: list[str]) -> None:
-        def run(r):
-            pipe = r.pipeline(transaction=True)
-            pipe.hset(self._keys.group_info(conv), mapping={"owner": owner, "n": len(members)})
-            pipe.zadd(self._keys.group_members(conv), {m: i for i, m in enumerate(members)})
-            pipe.get(self._keys.seq(conv))
-            return pipe.execute()
-        last = int(self._link.run(run)[2] or 0)
-        self._index(conv, members, last)
+        info, roster = self._keys.group_info(conv), self._keys.group_members(conv)
+        scored = [x for i, m in enumerate(members) for x in (i, m)]
+        got = self._fenced(conv, [("HSET", info, "owner", owner, "n", len(members)),
+                                  ("ZADD", roster, *scored), ("GET", self._keys.seq(conv))])
+        self._index(conv, members, int(got[2] or 0))
 
     def add(self, conv: str, user: str) -> None:
-        def run(r):
-            pipe = r.pipeline(transaction=True)
-            pipe.hincrby(self._keys.group_info(conv), "n", 1)
-            pipe.get(self._keys.seq(conv))
-            return pipe.execute()
-        order, last = self._link.run(run)
-        self._link.run(Redis.zadd, self._keys.group_members(conv), {user: int(order)}, True)
+        info, roster = self._keys.group_info(conv), self._keys.group_members(conv)
+        order, last = self._fenced(conv, [("HINCRBY", info, "n", 1), ("GET", self._keys.seq(conv))])
+        self._fenced(conv, [("ZADD", roster, "NX", int(order), user)])
         self._index(conv, [user], int(last or 0))
 
     def _index(self, conv: str, users, last: int) -> None:
@@ -796,24 +818,25 @@ class GroupStore:
         self._link.run(run)
 
     def set_owner(self, conv: str, owner: str) -> None:
-        self._link.run(Redis.hset, self._keys.group_info(conv), "owner", owner)
+        self._fenced(conv, [("HSET", self._keys.group_info(conv), "owner", owner)])
 
     def remove(self, conv: str, user: str, new_owner: str | None, empty: bool) -> None:
+        """The user's list first: a failure between leaves a member whose list misses the
+        group (sync still works), never a non-member replayed its messages (the user's
+        keys and the group's live in different slots: no one atomic call)."""
         def run(r):
-            # the user's list first: a failure between leaves a member whose list misses
-            # the group (sync still works), never a non-member replayed its messages;
-            # no MULTI: the user's keys and the group's live in different slots
             pipe = r.pipeline(transaction=False)
             pipe.srem(keys.user_convs(user), conv)
             pipe.hdel(keys.cursors(user), conv)
-            pipe.zrem(self._keys.group_members(conv), user)
-            if empty:       # one key per DEL: a cluster pipeline routes each by its key
-                pipe.delete(self._keys.group_info(conv))
-                pipe.delete(self._keys.group_members(conv))
-            elif new_owner:
-                pipe.hset(self._keys.group_info(conv), "owner", new_owner)
             return pipe.execute()
         self._link.run(run)
+        info, roster = self._keys.group_info(conv), self._keys.group_members(conv)
+        commands = [("ZREM", roster, user)]
+        if empty:
+            commands += [("DEL", info), ("DEL", roster)]
+        elif new_owner:
+            commands.append(("HSET", info, "owner", new_owner))
+        self._fenced(conv, commands)
 
 
 class ModerationStore:

@@ -38,8 +38,8 @@ class Groups:
     _UNLOADED = object()
 
     def __init__(self, store, max_members: int = ChatConf.group_max_members,
-                 cache_size: int = ZoneConf.group_cache):
-        self.db = GroupStore(store)
+                 cache_size: int = ZoneConf.group_cache, epoch_of=None):
+        self.db = GroupStore(store, epoch_of)
         self.cache = LruDict(cache_size)        # conv -> Group | MISSING, least recently used out
         self.max_members = max_members
 

@@ -54,7 +54,8 @@ class ZoneNode(Node):
         self.table = slots.from_saved(self.store.load_table(), zones, config.chat.slots)
         self.fenced = 0                 # stores refused by a slot's epoch (this zone lost it)
         caches = config.zone
-        self.groups = Groups(self.store, config.chat.group_max_members, caches.group_cache)
+        self.groups = Groups(self.store, config.chat.group_max_members, caches.group_cache,
+                             epoch_of=lambda conv: self.table.epoch_of(conv))   # fenced like stores
         self.group_work = GroupWork(caches.group_work, caches.group_queue)   # per-tick bound
         self.mod = Moderation(self.store, caches.block_cache, caches.dup_memory)
         self.words = WordFilter(config.moderation.word_filter, config.moderation.filter_action)

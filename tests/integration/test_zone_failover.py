@@ -28,7 +28,7 @@ from cluster import convs
 from cluster import slots as slots_mod
 from cluster.codec import msg_prefix, packb
 from dc import keys
-from dc.store import FENCED, Store, StoreItem
+from dc.store import FENCED, Fenced, GroupStore, Store, StoreItem
 from harness import poll_for
 from kit import (Clients, admin, conv_on_zone, fresh, log_records, redis_client, send_until_acked, slot_table,
                  zone_names)
@@ -64,7 +64,8 @@ def test_a_store_with_an_old_epoch_is_refused_and_assigns_nothing(cluster, clien
     store = Store.from_config(cluster.cfg, max_connections=1)
     table = slot_table(cluster)
     slot = table.slot(conv)
-    before = store.epochs(cluster.cfg.chat.slots)[slot]
+    fences = store.epochs(cluster.cfg.chat.slots)
+    before, group_slot, group_before = fences[slot], None, 0
     try:
         now = store.bump_epochs([slot])[slot]           # as a handover does, the owner unaware
 
@@ -80,9 +81,25 @@ def test_a_store_with_an_old_epoch_is_refused_and_assigns_nothing(cluster, clien
         [(seq, _, _)] = store.store_batch([item("higher", now + 1)])
         assert seq == 3 and store.epochs(cluster.cfg.chat.slots)[slot] == now + 1
         assert store.store_batch([item("old-again", now)]) == [FENCED]
+        # group writes into the slot are fenced the same way
+        group = conv_on_zone(cluster, table.zone_of(conv), lambda i: f"g:{fresh('fg')}{i}")
+        group_slot = slot_table(cluster).slot(group)
+        group_before = fences[group_slot]
+        fence = store.bump_epochs([group_slot])[group_slot]
+        with pytest.raises(Fenced):
+            GroupStore(store, lambda c: fence - 1).create(group, a.user, [a.user])
+        assert GroupStore(store).load(group) is None                 # nothing written
+        GroupStore(store, lambda c: fence).create(group, a.user, [a.user])
+        assert GroupStore(store).load(group) == (a.user, [a.user])
+        store.bump_epochs([group_slot])
+        with pytest.raises(Fenced):
+            GroupStore(store, lambda c: fence).set_owner(group, "someone")
+        assert GroupStore(store).load(group)[0] == a.user
     finally:       # the fence back where center's table has it: the zone owns the slot again
         r = redis_client(cluster)
         r.set(keys.Layout.epoch(slot), before)
+        if group_slot is not None:
+            r.set(keys.Layout.epoch(group_slot), group_before)
         r.close()
         store.close()
 
