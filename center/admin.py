@@ -9,6 +9,7 @@ POST path                JSON body                                      answer
 =======================  =============================================  ==================
 ``/v1/broadcast``        ``{text}`` or ``{body}``                       ``{conv, seq, ts}``
 ``/v1/post``             ``{conv, body, cid?}`` as ``system``           ``{conv, seq, ts}``
+``/v1/recall``           ``{conv, seq}``: the message is removed for all  ``{conv, seq, ts, ref}``
 ``/v1/kick``             ``{user}``                                     ``{kicked: bool}``
 ``/v1/mute``             ``{user, seconds}`` (0 unmutes)                ``{until}``
 ``/v1/ban``              ``{user, reason}`` (empty reason unbans)       ``{banned: bool}``
@@ -162,7 +163,8 @@ class AdminApi:
         self.secret = secret.encode()
         self.token_key = secrets.token_key(secret)
         self.routes = {
-            "/v1/broadcast": self.broadcast, "/v1/post": self.post, "/v1/kick": self.kick,
+            "/v1/broadcast": self.broadcast, "/v1/post": self.post, "/v1/recall": self.recall,
+            "/v1/kick": self.kick,
             "/v1/mute": self.mute, "/v1/ban": self.ban, "/v1/revoke": self.revoke, "/v1/room": self.room,
             "/v1/token": self.token, "/v1/group": self.group, "/v1/stats": self.stats,
             "/v1/reload": self.reload, "/v1/users": self.users, "/v1/ops": self.ops,
@@ -242,6 +244,21 @@ class AdminApi:
             raise AdminError(503 if ack.get("code") == "unavailable" else 400,
                              ack.get("code", "unavailable"), ack.get("reason", "not stored"))
         return {"conv": conv, "seq": ack["seq"], "ts": ack["ts"], "cid": cid}
+
+    def recall(self, args) -> dict:
+        """An operator's recall of any message, at any time: a ``recall`` event from
+        ``system`` (zone/events.py); 404 when there is no such message to recall."""
+        conv, seq = args.get("conv"), args.get("seq")
+        if not convs.valid(conv) or isinstance(seq, bool) \
+                or not isinstance(seq, int) or seq < 1:
+            raise AdminError(400, "bad_request", "'conv' must be a conversation id and 'seq' a seq (1 or more)")
+        cid = f"recall-{uuid.uuid4().hex}"
+        ack = self.center.post(conv, cid, packb(None), "recall", seq)
+        if ack.get("t") != "ack":
+            code = ack.get("code", "unavailable")
+            status = {"unavailable": 503, "not_found": 404}.get(code, 400)
+            raise AdminError(status, code, ack.get("reason", "not recalled"))
+        return {"conv": conv, "seq": ack["seq"], "ts": ack["ts"], "ref": seq}
 
     def kick(self, args) -> dict:
         return {"kicked": self.center.kick_user(need_user(args), "admin")}

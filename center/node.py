@@ -198,8 +198,8 @@ class CenterNode(Node):
         if result is not None:
             result.set(env.body)
 
-    def post(self, conv: str, cid: str, body_raw: bytes) -> dict:
-        return self.ask_zone(conv, Post, conv, cid, body_raw)
+    def post(self, conv: str, cid: str, body_raw: bytes, kind: str | None = None, ref: int = 0) -> dict:
+        return self.ask_zone(conv, Post, conv, cid, body_raw, kind, ref)
 
     def group_roster(self, group: str, owner: str, members: list) -> dict:
         return self.ask_zone(group, Group, owner, "roster", group, members)

@@ -192,6 +192,21 @@ def post(cfg, conv, text, as_json):
 
 
 @admin.command()
+@click.argument("conv")
+@click.argument("seq", type=click.IntRange(min=1))
+@output_option
+@click.pass_obj
+def recall(cfg, conv, seq, as_json):
+    """Remove message SEQ of CONV for everyone ("message removed"), whoever sent it.
+
+    Stored as a recall event from `system` (the next seq of CONV); the message's record
+    keeps no body. CONV as for `post`.
+    """
+    show(call(cfg, "/v1/recall", {"conv": conv_id(conv), "seq": seq}), as_json,
+         lambda r: f"recalled {r['conv']} #{r['ref']} (event #{r['seq']})")
+
+
+@admin.command()
 @click.argument("user")
 @output_option
 @click.pass_obj

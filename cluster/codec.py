@@ -161,6 +161,19 @@ def msg_prefix(conv: str, sender: str, ts: int, cid: str, body_raw: bytes) -> by
     ))
 
 
+_EVENT_HEAD = _map_header(9) + b"".join(map(packb, ("t", "msg", "conv")))
+_K_KIND, _K_REF = map(packb, ("kind", "ref"))
+
+
+def event_prefix(conv: str, sender: str, ts: int, cid: str, body_raw: bytes, kind: str, ref: int) -> bytes:
+    """``msg_prefix`` of an edit or recall of message ``ref``: two keys more, ``kind`` and
+    ``ref``, before ``seq``."""
+    return b"".join((
+        _EVENT_HEAD, packb(conv), _K_FROM, packb(sender), _K_TS, packb(ts),
+        _K_CID, packb(cid), _K_BODY, body_raw, _K_KIND, packb(kind), _K_REF, packb(ref), _K_SEQ,
+    ))
+
+
 def msg_record(prefix: bytes, seq: int) -> bytes:
     return prefix + packb(seq)
 

@@ -136,6 +136,14 @@ class ChatConf:
     join_recent: int = 50
     dedup_ttl: int = 86400
     group_max_members: int = 500     # a group's members, its owner included
+    edit_window: float = 900         # seconds after a message its sender may edit it
+    recall_window: float = 120       # seconds after a message its sender may recall it
+    receipts_max_members: int = 100  # DMs and groups up to this size get read pushes
+    typing_max_members: int = 50     # rooms below this size pass typing on
+    typing_interval: float = 2.0     # one typing per user and conversation per this many s
+    presence_max: int = 200          # names in one presence_sub
+    passive_window: float = 1.0      # a passive room session gets one digest per window
+    passive_recent: int = 5          # messages a digest carries
     retention: RetentionConf = RetentionConf()
 
 

@@ -72,6 +72,7 @@ class Bind(NamedTuple):
     sid: int
     login: str
     bind_id: int
+    status: Any = None  # [text, hidden] kept with the account (presence_sub, set_status)
 
 
 @envelope("bound", "center", "login")
@@ -149,6 +150,8 @@ class Send(NamedTuple):
     body: bytes         # msgpack-encoded by the gate
     over_rate: bool
     deadline: int       # ms since epoch: past it the gate has answered unavailable
+    kind: str | None = None     # "edit" or "recall" of message ``ref``; None: a new message
+    ref: int = 0
 
 
 @envelope("sent", "zone", "the sender's gate")
@@ -201,6 +204,8 @@ class Post(NamedTuple):
     conv: str
     cid: str
     body: bytes
+    kind: str | None = None     # "recall" of message ``ref`` (an operator's)
+    ref: int = 0
 
 
 @envelope("recv", "gate", "dc")
@@ -237,6 +242,56 @@ class Mod(NamedTuple):
     value: Any
 
 
+@envelope("read", "gate", "zone")
+class Read(NamedTuple):
+    """A group member's read cursor moved: pushed to the other members (small groups)."""
+    user: str
+    conv: str
+    seq: int
+
+
+@envelope("typing", "gate", "zone (groups), center (rooms)")
+class Typing(NamedTuple):
+    """A member is typing in ``conv``: pushed to the other online members, not stored."""
+    user: str
+    conv: str
+
+
+@envelope("notify", "gate, zone, center", "center → gate")
+class Notify(NamedTuple):
+    """A live push (read, typing, presence) for ``users``' sessions; not to one blocking ``sender``."""
+    users: list
+    body: bytes
+    sender: str
+
+
+@envelope("watch", "gate", "center")
+class Watch(NamedTuple):
+    """A session's presence_sub: the users whose logins and logouts it is told of."""
+    gate: str
+    req: int
+    user: str
+    sid: int
+    users: list
+
+
+@envelope("status", "gate", "center")
+class Status(NamedTuple):
+    """set_status: the user's status text and whether it is hidden (kept with the account)."""
+    gate: str
+    req: int
+    user: str
+    text: str | None
+    hidden: bool | None
+
+
+@envelope("watches", "gate", "center")
+class Watches(NamedTuple):
+    """After a center restart: every session's presence_sub list, ``[[user, sid, users], ...]``."""
+    gate: str
+    entries: list
+
+
 # -- rooms and broadcasts ----------------------------------------------------------------
 @envelope("join", "gate → center", "zone")
 class Join(NamedTuple):
@@ -246,6 +301,25 @@ class Join(NamedTuple):
     user: str
     room: str
     members: int = 0
+
+
+@envelope("focus", "gate", "zone")
+class Focus(NamedTuple):
+    """A passive room session turns active: the room's messages after ``after``."""
+    gate: str
+    req: int
+    user: str
+    conv: str
+    after: int
+    limit: int
+
+
+@envelope("rnotify", "center", "gate")
+class Rnotify(NamedTuple):
+    """A live push (typing) to a room's active members, once to each gate that has some."""
+    conv: str
+    body: bytes
+    sender: str
 
 
 @envelope("room_info", "gate", "center")
@@ -327,7 +401,8 @@ class Rec(NamedTuple):
 ENVELOPES = (
     Register, Login, Welcome, Bind, Bound, Unbind, Presence, Hello, Kick, Resume, Resumed,
     Rep, Send, Sent, Dlv, Sync, Group, Post, Recv, Logout, Block, Mod,
-    Join, RoomInfo, RoomCount, Rdlv, Beat, Table, Stats, Drain, Recs, Rec,
+    Read, Typing, Notify, Watch, Status, Watches,
+    Join, Focus, Rnotify, RoomInfo, RoomCount, Rdlv, Beat, Table, Stats, Drain, Recs, Rec,
 )
 BY_KIND = {cls.KIND: cls for cls in ENVELOPES}
 

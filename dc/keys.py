@@ -126,7 +126,7 @@ class Layout:
 # KEYS: five per item, in Layout.store_keys order: seq, m, mt, dd, ep (one zonechat slot
 #   per call on Redis Cluster; any mix on a single Redis)
 # ARGV[1]: dedup_ttl; ARGV[2]: msgpack array of n arrays
-#   [ts, prefix, cap, deadline, age, bucket, epoch]
+#   [ts, prefix, cap, deadline, age, bucket, epoch, ref, replaced]
 #   epoch:  the slot's epoch in the storing zone's table; below ep: not stored (fenced);
 #           above it (Redis lost the last handover's INCR): ep is raised to it, fencing again
 #   prefix: the encoded msg map up to the value of its last key ``seq``
@@ -135,6 +135,8 @@ class Layout:
 #           the gate has answered `unavailable`
 #   age, bucket: keep no message older than age ms (0 = no bound), with a checkpoint in
 #           mt:<conv> every bucket ms (dc/retention.py)
+#   ref, replaced: an edit or recall: message ``ref`` becomes ``replaced`` when the event is
+#           stored (and ref is still kept); ref 0: a plain message
 # One packed argument instead of 6n: Redis and redis-py each pay per argument. The user's
 # conversation list (ucv) is not written here: its keys live in the user's slot.
 # Returns a msgpack array of n entries: [0, seq, ts] stored now, [1, seq, ts] a duplicate
@@ -215,6 +217,9 @@ for m = 1, #items do
     if age > 0 then had = redis.call('EXISTS', mk) end
     local s = redis.call('INCR', sk)
     redis.call('HSET', mk, s, prefix .. cmsgpack.pack(s))
+    if it[8] > 0 and redis.call('HEXISTS', mk, it[8]) == 1 then
+      redis.call('HSET', mk, it[8], it[9])
+    end
     if cap > 0 and s > cap then
       redis.call('HDEL', mk, s - cap)
     end

@@ -51,6 +51,8 @@ class StoreItem:
     deadline: int = 2 ** 53   # ms since epoch; not stored after it (the gate said unavailable)
     age: int = 0         # ms a message is kept (chat.retention age); 0 keeps everything
     epoch: int = 0       # its slot's epoch in the zone's table (the fence: cluster/slots.py)
+    ref: int = 0         # an edit's or recall's target seq, rewritten to ``replaced`` if kept
+    replaced: bytes = b""
 
 
 FENCED = "fenced"        # a store_batch answer: the slot's epoch moved on, nothing stored
@@ -621,7 +623,8 @@ class Store:
         return sum(int(n) for n in self._link.pipeline(fill, (self._cursor,)))
 
     def welcome_state(self, user: str, replay_max: int, extra_convs=("sys",), floors=None, bounds=None):
-        """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...]).
+        """What ``welcome`` needs: ({conv: last_seq}, [(conv, seq, record), ...], {conv:
+        the user's delivered cursor} of every DM and group of the user).
 
         The replay holds, per DM or group of the user, the first ``replay_max`` messages
         above the delivered cursor that are still kept (``bounds``: {kind: Bounds} of
@@ -635,6 +638,7 @@ class Store:
         members, cur_raw = self._link.run(read_index)
         convs = sorted(m.decode() for m in members)
         cursors = {k.decode(): int(v) for k, v in cur_raw.items()}
+        read = {c: cursors.get(c, 0) for c in convs}
         for conv, seen in (floors or {}).items():
             cursors[conv] = max(cursors.get(conv, 0), seen)
         last = self.last_seqs(list(convs) + list(extra_convs))
@@ -649,7 +653,7 @@ class Store:
         # apply; a record trimmed meanwhile is skipped, every other keeps its own seq
         for (conv, after, _), (page, _last) in zip(wanted, self._pages(wanted)):
             replay.extend((conv, after + 1 + i, rec) for i, rec in enumerate(page) if rec is not None)
-        return last, replay
+        return last, replay, read
 
     # -- the zones' journals (zone/recent.py) -----------------------------------------
     def journal(self, zone: str) -> list[bytes]:
@@ -729,8 +733,8 @@ def _cursor_args(triples, clamp: bool) -> list:
 
 def _items_blob(items: list[StoreItem]) -> bytes:
     # the old raw type for bytes: Redis' Lua cmsgpack predates msgpack's bin types
-    return msgpack.packb([(it.ts, it.prefix, it.cap, it.deadline, it.age, retention.bucket_ms(it.age), it.epoch)
-                          for it in items], use_bin_type=False)
+    return msgpack.packb([(it.ts, it.prefix, it.cap, it.deadline, it.age, retention.bucket_ms(it.age), it.epoch,
+                           it.ref, it.replaced) for it in items], use_bin_type=False)
 
 
 def _bounded(records, max_bytes: int | None = MAX_HISTORY_BYTES) -> list[bytes]:

@@ -104,12 +104,43 @@ def on_ping(gate, s, msg, rid):
 
 
 def on_send(gate, s, msg, rid):
-    conv = need(msg, "conv", str)
-    cid = need(msg, "cid", str)
+    conv, cid = need_send_fields(gate, msg)
     if "body" not in msg:
         raise Refused("bad_request", "field 'body' is missing")
+    forward_send(gate, s, rid, conv, cid, packb(msg["body"]))
+
+
+def on_edit(gate, s, msg, rid):
+    """An edit of message ``seq``: checked like a send, stored as the next seq (zone/events.py)."""
+    conv, cid = need_send_fields(gate, msg)
+    seq = need_target(msg)
+    if "body" not in msg:
+        raise Refused("bad_request", "field 'body' is missing")
+    forward_send(gate, s, rid, conv, cid, packb(msg["body"]), "edit", seq)
+
+
+def on_recall(gate, s, msg, rid):
+    conv, cid = need_send_fields(gate, msg)
+    forward_send(gate, s, rid, conv, cid, packb(None), "recall", need_target(msg))
+
+
+def need_target(msg: dict) -> int:
+    seq = need(msg, "seq", int)
+    if seq < 1:
+        raise Refused("bad_request", "field 'seq' must be a message's seq (1 or more)")
+    return seq
+
+
+def need_send_fields(gate, msg: dict) -> tuple[str, str]:
+    conv = need(msg, "conv", str)
+    cid = need(msg, "cid", str)
     if len(cid.encode("utf-8")) > gate.config.chat.cid_max or not cid:
         raise Refused("bad_request", f"field 'cid' must be 1..{gate.config.chat.cid_max} bytes")
+    return conv, cid
+
+
+def forward_send(gate, s, rid, conv: str, cid: str, body_raw: bytes, kind=None, ref: int = 0) -> None:
+    """The checks a gate can make (conv syntax, room joined, rate), then to the zone."""
     if conv != s.last_conv:             # the syntax check, once per run of sends to a conv
         if not convs.valid(conv):
             raise Refused("bad_conv", f"'{conv}' is not a valid conversation id")
@@ -120,8 +151,11 @@ def on_send(gate, s, msg, rid):
     # the store refuses the message after this (Redis' clock): a margin before the gate's
     # own timeout answers unavailable, so an ack in flight still arrives in time
     deadline = int((time.time() + gate.conf.request_timeout * 0.8) * 1000)
-    gate.forward(s, rid, gate.zone_of(conv), Send, s.user, conv, cid, packb(msg["body"]),
-                 over_rate, deadline)
+    if kind is None:
+        gate.forward(s, rid, gate.zone_of(conv), Send, s.user, conv, cid, body_raw, over_rate, deadline)
+    else:
+        gate.forward(s, rid, gate.zone_of(conv), Send, s.user, conv, cid, body_raw, over_rate, deadline,
+                     kind, ref)
 
 
 def on_recv(gate, s, msg, rid):
@@ -230,6 +264,8 @@ HANDLERS = {
     "login": on_login,
     "ping": on_ping,
     "send": on_send,
+    "edit": on_edit,
+    "recall": on_recall,
     "recv": on_recv,
     "sync": on_sync,
     "logout": on_logout,

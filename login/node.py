@@ -176,16 +176,17 @@ class LoginNode(Node):
             raise Refused("auth_failed", f"this account is banned: {record['ban']}")
         self.bind(user, env.gate, env.sid)
         token, expires = tokens.mint(self.token_key, user, tokens.epoch_of(record), self.conf.token_ttl)
-        last, replay = self.store.welcome_state(user, self.config.chat.replay_max, bounds=self.retention)
+        last, replay, read = self.store.welcome_state(user, self.config.chat.replay_max, bounds=self.retention)
         body = {"t": "welcome", "user": user, "token": token, "expires": expires,
-                "convs": last, "ts": int(time.time() * 1000)}
+                "convs": last, "ts": int(time.time() * 1000),
+                "unread": {c: max(0, last[c] - seq) for c, seq in read.items()}, "read": read}
         self.stats["welcome"] += 1
         self.results[("login", "ok")] += 1
         self.bus.send(env.gate, Welcome(env.req, user, packb(body), replay, sorted(blocked)))
 
     def resume(self, env: Resume, _deadline: float) -> None:
         """After a center restart: what a session may have missed, above what it has."""
-        _last, replay = self.store.welcome_state(env.user, self.config.chat.replay_max, floors=env.seen,
+        _last, replay, _read = self.store.welcome_state(env.user, self.config.chat.replay_max, floors=env.seen,
                                                 bounds=self.retention)
         # the session's own sends were acked, never pushed: pushing them now would echo them
         replay = [item for item in replay if unpackb(item[2]).get("from") != env.user]

@@ -20,7 +20,7 @@ from gevent.event import Event
 
 from cluster import config as config_mod
 from cluster import convs, envelopes
-from cluster.codec import msg_prefix, msg_record, pack_map_with_raw, packb
+from cluster.codec import msg_record, pack_map_with_raw, packb
 from cluster.envelopes import Beat, Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync, Table
 from cluster.lru import LruSet
 from cluster.metrics import STORE_BOUNDS, Buckets
@@ -33,7 +33,7 @@ from dc.store import FENCED, Store, StoreItem, StoreUnavailable
 from zone import metrics as zone_metrics
 from zone.groups import Groups, GroupWork, named_users
 from zone.moderation import Moderation, WordFilter
-from zone import recent
+from zone import events, recent
 from zone.requests import PostReq, SendReq
 
 MAX_BATCH = 2000
@@ -276,7 +276,7 @@ class ZoneNode(Node):
         over = []
         for r in sends:
             r.blocked = self.blocked(r)
-            if r.over_rate or r.blocked or self.mod.rooms.get(r.conv):
+            if r.over_rate or r.blocked or r.kind or self.mod.rooms.get(r.conv):
                 over.append((r.conv, r.user, r.cid))
         acked = self.store.dedup_hits(over) if over else {}
         to_store = []
@@ -290,7 +290,7 @@ class ZoneNode(Node):
                 self.ack(r, *acked[(r.conv, r.user, r.cid)])
                 continue
             to_store.append(r)
-        self.store_sends(to_store, now_ms)
+        self.store_sends(events.prepare(self, to_store, now_ms), now_ms)
 
     def check_send(self, r, acked, now_ms: int) -> None:
         self.check_member(r)
@@ -317,11 +317,11 @@ class ZoneNode(Node):
             return
         items = []
         for r in reqs:
-            r.prefix = msg_prefix(r.conv, r.user, now_ms, r.cid, r.body)
+            r.prefix = events.prefix(r, now_ms)
             keep = self.bounds_of(r.conv)
             items.append(StoreItem(r.conv, r.user, r.cid, now_ms, r.prefix, index=self.index_of(r),
                                    cap=keep.count, deadline=r.deadline, age=keep.age_ms,
-                                   epoch=table.epoch_of(r.conv)))
+                                   epoch=table.epoch_of(r.conv), ref=r.ref, replaced=r.replaced))
         journal = (self.name, recent.entries(now_ms, [r.conv for r in reqs]))
         began = time.perf_counter()
         results = self.store.store_batch(items, partial=True, journal=journal)

@@ -21,9 +21,12 @@ class SendReq:
     body: bytes          # the body, msgpack-encoded by the gate
     over_rate: bool
     deadline: int        # ms since epoch; past it the gate has answered unavailable
+    kind: str | None = None  # "edit" or "recall" of message ``ref`` (zone/events.py)
+    ref: int = 0
     prefix: bytes = b""
     pair: tuple = ()     # a DM's two users, parsed once per request (zone.handle_sends)
     blocked: bool = False  # the recipient blocks the sender (set by zone.handle_sends)
+    replaced: bytes = b""  # an event's target as it is stored after it (zone/events.py)
 
 
 @dataclass(slots=True)
@@ -34,9 +37,12 @@ class PostReq:
     conv: str
     cid: str
     body: bytes
+    kind: str | None = None
+    ref: int = 0
     user: str = "system"
     over_rate: bool = False
     deadline: int = 2 ** 62
     prefix: bytes = b""
     pair: tuple = ()
     blocked: bool = False
+    replaced: bytes = b""
