@@ -16,13 +16,15 @@ from gevent.event import AsyncResult
 
 from cluster import envelopes
 from cluster.codec import packb, unpackb
-from cluster.envelopes import (Bind, Bound, Dlv, Drain, Group, Hello, Join, Kick, Mod, Post, Presence,
-                               Rdlv, Rep, Resume, RoomCount, RoomInfo, Stats, Unbind)
+from cluster.envelopes import (Bind, Bound, Dlv, Drain, Group, Hello, Join, Kick, Mod, Notify, Post, Presence,
+                               Rdlv, Rep, Resume, Rnotify, RoomCount, RoomInfo, Stats, Status, Typing, Unbind,
+                               Watch, Watches)
 from cluster.node import Node
 from cluster.replies import error
 from cluster.stats import bus_counters
 from center.admin import AdminApi
 from center.ownership import Ownership
+from center.watchers import Watchers
 from center.ops import Ops
 from dc.store import ModerationStore, Store
 
@@ -49,6 +51,7 @@ class CenterNode(Node):
         self._reqs = itertools.count(1)
         self.ops = Ops(self)            # the operator view: nodes' reports, last admin actions
         self.admin = AdminApi(self)
+        self.watchers = Watchers(self)  # presence_sub lists and statuses (center/watchers.py)
 
     def shutdown(self) -> None:
         self.admin.stop()
@@ -61,7 +64,9 @@ class CenterNode(Node):
                         (Rdlv, self.on_rdlv), (RoomCount, self.on_roomcount),
                         (Join, self.on_join), (RoomInfo, self.on_room_info),
                         (Rep, self.on_rep), (Resume, self.on_resume),
-                        (Stats, self.ops.on_stats)):
+                        (Notify, self.on_notify), (Typing, self.on_typing),
+                        (Watch, self.watchers.on_watch), (Watches, self.watchers.on_watches),
+                        (Status, self.watchers.on_status), (Stats, self.ops.on_stats)):
             self.bus.on(cls, fn)
         self.ownership.start()
         if self.spec.admin_port:
@@ -95,12 +100,15 @@ class CenterNode(Node):
         old = self.presence.get(env.user)
         if old is not None and old != (env.gate, env.sid):
             self.bus.send(old[0], Kick(old[1], "session_replaced"))
+        was_visible = self.watchers.visible(env.user)
         self.presence[env.user] = (env.gate, env.sid)
         self.bus.send(env.login, Bound(env.bind_id))
+        self.watchers.came_online(env.user, env.sid, env.status, was_visible)
 
     def on_unbind(self, env: Unbind) -> None:
         if self.presence.get(env.user) == (env.gate, env.sid):
             del self.presence[env.user]
+            self.watchers.went_offline(env.user)
 
     def on_resume(self, env: Resume) -> None:
         """Passed on to login after the gate's presence (same pipe, so already applied)."""
@@ -117,6 +125,7 @@ class CenterNode(Node):
             newer = base <= where[1] and where[1] > last
             if where[0] == gate and (user, where[1]) not in keep and not newer:
                 del self.presence[user]
+                self.watchers.went_offline(user)
         for user, sid in here:
             self.presence.setdefault(user, (gate, sid))
         for room in list(self.rooms):
@@ -136,6 +145,28 @@ class CenterNode(Node):
         for gate, local in by_gate.items():
             self.bus.send(gate, env._replace(users=local))
         self.stats["dlv"] += 1
+
+    def on_notify(self, env: Notify) -> None:
+        """A live push (read, typing, presence) to the gates of the users online."""
+        by_gate: dict = {}
+        presence = self.presence
+        for user in env.users:
+            where = presence.get(user)
+            if where is not None:
+                by_gate.setdefault(where[0], []).append(user)
+        for gate, local in by_gate.items():
+            self.bus.send(gate, env._replace(users=local))
+
+    def on_typing(self, env: Typing) -> None:
+        """Typing in a room (DMs come as notify, groups go to their zone): to the gates
+        with members, while the room is below chat.typing_max_members."""
+        gates = self.rooms.get(env.conv, {})
+        if not gates or self.members(env.conv) >= self.config.chat.typing_max_members:
+            return
+        packed = envelopes.pack(Rnotify(env.conv, packb({"t": "typing", "conv": env.conv, "user": env.user}),
+                                        env.user))
+        for gate in gates:
+            self.bus.send_packed(gate, packed)
 
     # -- rooms ----------------------------------------------------------------------------
     def _set_count(self, room: str, gate: str, count: int) -> None:

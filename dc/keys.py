@@ -6,7 +6,7 @@ Layout version 2 (``<conv>`` is a conversation id such as ``d:alice:bob``, ``g:g
 =============================  ======  =======================================================
 key                            type    holds
 =============================  ======  =======================================================
-``u:{<user>}``                 hash    ``pw`` argon2id hash, ``created`` ms, ``ban`` reason, ``ep``
+``u:{<user>}``                 hash    ``pw`` argon2id hash, ``created`` ms, ``ban`` reason, ``ep``, ``st`` status text, ``hid`` 1 if hidden
 ``lf:{<user>}``                string  failed logins in the current window (INCR + EXPIRE)
 ``ucv:{<user>}``               set     the user's DMs with at least one message, and groups
 ``cur:{<user>}``               hash    conv -> delivered cursor (highest seq the user recv'd)

@@ -398,6 +398,21 @@ class Store:
     def set_password(self, name: str, pwhash: str) -> None:
         self._link.run(Redis.hset, keys.user(name), "pw", pwhash)
 
+    def set_status(self, name: str, text: str, hidden: bool) -> None:
+        """A user's presence status, kept with the account (fields ``st`` and ``hid``)."""
+        self._link.run(lambda r: r.hset(keys.user(name), mapping={"st": text, "hid": "1" if hidden else ""}))
+
+    def read_positions(self, wanted: list) -> list[dict]:
+        """For each (conv, members): {member: delivered cursor} (0 for none), one pipeline."""
+        def run(r):
+            pipe = r.pipeline(transaction=False)
+            for conv, members in wanted:
+                for m in members:
+                    pipe.hget(keys.cursors(m), conv)
+            return pipe.execute()
+        got = iter(self._link.run(run)) if wanted else iter(())
+        return [{m: int(next(got) or 0) for m in members} for _conv, members in wanted]
+
     def existing_users(self, names) -> set:
         names = list(names)
         if not names:

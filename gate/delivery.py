@@ -71,6 +71,8 @@ class Delivery:
         if old is not None and old is not s and not old.closing:
             gate.kick(old, "session_replaced")
         welcome = unpackb(env.body)
+        status = welcome.get("status") or {}
+        s.status = (status.get("text", ""), bool(status.get("hidden")))
         # sys messages up to the welcome's are history, not news: held ones above it follow
         s.seen["sys"] = s.room_floor["sys"] = welcome.get("convs", {}).get("sys", 0)
         gate.reply(s, with_rid(env.body, p.rid), logged=with_rid(packb(dict(welcome, token="***")), p.rid))
@@ -184,6 +186,7 @@ class Delivery:
         gate = self.gate
         who = [[user, s.sid] for user, s in gate.users.items()]
         self.bus.send(gate.center_node(), gate.presence(who))
+        self.bus.send(gate.center_node(), gate.live.watches())
         for s in list(gate.users.values()):
             self.resume(s)
 

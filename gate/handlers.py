@@ -163,6 +163,7 @@ def on_recv(gate, s, msg, rid):
     seq = need(msg, "seq", int)
     if conv.startswith(("d:", "g:")):
         gate.bus.send(gate.dc_node(), Recv(s.user, conv, seq))
+        gate.live.read_moved(s, conv, seq)
 
 
 def on_sync(gate, s, msg, rid):

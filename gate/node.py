@@ -27,6 +27,7 @@ from gate import drain, handlers
 from gate import stats as gate_stats
 from gate.delivery import Delivery
 from gate.http import WebServer
+from gate.live import HANDLERS as LIVE_HANDLERS, Live
 from gate.limits import MAX_DEPTH, AddressCounts, AddressWindows, address, too_deep
 from gate.requests import Requests
 from gate.rooms import Rooms
@@ -45,7 +46,7 @@ class GateNode(Node):
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.conf = config.gate
-        self.handlers = dict(handlers.HANDLERS)
+        self.handlers = {**handlers.HANDLERS, **LIVE_HANDLERS}
         self.table = SlotTable.initial([n.name for n in config.nodes_of("zone")], config.chat.slots)
         self.sessions: dict = {}        # sid -> Session
         self.users: dict = {}           # user -> logged-in Session
@@ -63,6 +64,7 @@ class GateNode(Node):
         self.ack_seconds = Buckets(ACK_BOUNDS)  # a send forwarded -> its answer
         self.rooms = Rooms(self)
         self.delivery = Delivery(self)
+        self.live = Live(self)          # read receipts, typing, presence (gate/live.py)
         self.server = None
         self.web = None                 # HTTP + WebSocket on ws_port (gate/http.py)
         self.draining = False           # zonechat drain: accepting nothing, moving sessions away
@@ -75,7 +77,8 @@ class GateNode(Node):
     def setup(self) -> str:
         self.bus.bind()
         # Rep goes to delivery first: a fill's own fetch (gate/fills.py), else requests.answer
-        handlers = {Kick: self.on_kick, Drain: self.on_drain, Table: self.on_table, **self.delivery.handlers()}
+        handlers = {Kick: self.on_kick, Drain: self.on_drain, Table: self.on_table, **self.delivery.handlers(),
+                    **self.live.handlers()}
         for cls, fn in handlers.items():
             self.bus.on(cls, fn)
         self.server = TcpFront(self, self.spec.host, self.spec.tcp_port)

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 
 from cluster.codec import unpackb
 from cluster.replies import Refused, error, with_rid
-from gate import handlers
+from gate import handlers, live
 from gate.limits import address
 
 RETRY_MS = 1000
@@ -79,6 +79,7 @@ KINDS = {
     "logout": RequestKind(after_reply=_logged_out),
     "join": RequestKind(after_reply=_joined, on_timeout=_join_timed_out),
     "resume": RequestKind(before_reply=_resume_over, on_timeout=_resume_over, silent=True),
+    "status": RequestKind(after_reply=live.status_set),
 }
 
 

@@ -68,6 +68,7 @@ class Session:
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "rooms", "json", "room_hold", "blocked", "room_floor",
         "watcher", "on_close", "login_by", "last_rx", "last_conv", "registers",
+        "typed", "watching", "status", "read_sent", "presence_limit", "passive",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
@@ -99,6 +100,12 @@ class Session:
         self.login_by = self.last_rx = 0.0
         self.last_conv = None         # the last conversation id a send passed the syntax check
         self.registers = None         # gate.limits.Window of this connection's registers, once asked
+        self.typed: dict = {}         # conv -> loop time of the last typing passed on (gate/live.py)
+        self.watching: list = []      # presence_sub list, sent again to a restarted center
+        self.status = ("", False)     # (text, hidden) as the account keeps it
+        self.read_sent: dict = {}     # conv -> the last read cursor pushed to the other members
+        self.presence_limit = None    # gate.limits.Window of presence_sub + set_status, once asked
+        self.passive: dict = {}       # room -> last seq covered (passive viewer: gate/rooms.py)
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:

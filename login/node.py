@@ -174,12 +174,14 @@ class LoginNode(Node):
         record, blocked = self.authenticate(user, env.password, env.token, deadline)
         if record.get("ban"):
             raise Refused("auth_failed", f"this account is banned: {record['ban']}")
-        self.bind(user, env.gate, env.sid)
+        status = [record.get("st", ""), record.get("hid") == "1"]
+        self.bind(user, env.gate, env.sid, status)
         token, expires = tokens.mint(self.token_key, user, tokens.epoch_of(record), self.conf.token_ttl)
         last, replay, read = self.store.welcome_state(user, self.config.chat.replay_max, bounds=self.retention)
         body = {"t": "welcome", "user": user, "token": token, "expires": expires,
                 "convs": last, "ts": int(time.time() * 1000),
-                "unread": {c: max(0, last[c] - seq) for c, seq in read.items()}, "read": read}
+                "unread": {c: max(0, last[c] - seq) for c, seq in read.items()}, "read": read,
+                "status": {"text": status[0], "hidden": status[1]}}
         self.stats["welcome"] += 1
         self.results[("login", "ok")] += 1
         self.bus.send(env.gate, Welcome(env.req, user, packb(body), replay, sorted(blocked)))
@@ -227,10 +229,10 @@ class LoginNode(Node):
         matched = self.hashes.verify(stored if real else self.dummy_hash, password, deadline)
         return None if matched and real else WRONG
 
-    def bind(self, user, gate, sid) -> None:
+    def bind(self, user, gate, sid, status) -> None:
         bind_id = next(self._bind_ids)
         result = self.binds[bind_id] = AsyncResult()
-        self.bus.send(self.center, Bind(user, gate, sid, self.name, bind_id))
+        self.bus.send(self.center, Bind(user, gate, sid, self.name, bind_id, status))
         try:
             result.get(timeout=BIND_TIMEOUT)
         except gevent.Timeout:

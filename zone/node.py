@@ -21,7 +21,7 @@ from gevent.event import Event
 from cluster import config as config_mod
 from cluster import convs, envelopes
 from cluster.codec import msg_record, pack_map_with_raw, packb
-from cluster.envelopes import Beat, Dlv, Group, Join, Mod, Post, Rdlv, Rep, Send, Sent, Sync, Table
+from cluster.envelopes import Beat, Dlv, Focus, Group, Join, Mod, Post, Rdlv, Read, Rep, Send, Sent, Sync, Table, Typing
 from cluster.lru import LruSet
 from cluster.metrics import STORE_BOUNDS, Buckets
 from cluster.node import Node
@@ -34,6 +34,7 @@ from zone import metrics as zone_metrics
 from zone.groups import Groups, GroupWork, named_users
 from zone.moderation import Moderation, WordFilter
 from zone import events, recent
+from zone.live import LiveWork
 from zone.requests import PostReq, SendReq
 
 MAX_BATCH = 2000
@@ -62,6 +63,7 @@ class ZoneNode(Node):
         self.center = config.nodes_of("center")[0].name
         self.dlv_peers = self.delivery_peers(config)
         self.recovery = recent.Recovery(self)   # what a new writer of a slot delivers again
+        self.live = LiveWork(self)      # groups' read receipts and typing (zone/live.py)
         self.queue: list = []
         self.wake = Event()
         self.known_users = LruSet(caches.user_cache)   # names known to exist: see learn_users
@@ -78,9 +80,13 @@ class ZoneNode(Node):
         for cls in (Sync, Join, Group):         # read as they came
             self.bus.on(cls, self.enqueue)
         self.bus.on(Mod, self.on_mod)
+        self.bus.on(Read, self.live.enqueue)
+        self.bus.on(Typing, self.live.enqueue)
+        self.bus.on(Focus, lambda env: self.enqueue(Sync(*env)))    # a passive viewer's backfill
         self.bus.on(Table, self.on_table)
         self.spawn(self.tick_worker)
         self.spawn(self.beat_loop)
+        self.spawn(self.live.worker)
         self.spawn(report_loop, self, self.ops_counters, name="stats_reporter")
         return addr
 
@@ -416,11 +422,28 @@ class ZoneNode(Node):
         kept = self.store.kept_ranges({r.conv: self.bounds_of(r.conv) for r in ok if any(self.bounds_of(r.conv))})
         firsts = {conv: first for conv, (first, _) in kept.items()}
         wanted = [(r.conv, max(r.after, firsts.get(r.conv, 1) - 1), r.limit) for r in ok]
+        reads = self.read_positions(ok)
         for r, (records, last) in zip(ok, self.store.history_many(wanted)):
             head = {"t": "history", "conv": r.conv, "last_seq": last}
             if r.after + 1 < firsts.get(r.conv, 1):      # asked for what is no longer kept
                 head["first_seq"] = firsts[r.conv]
+            if r.conv in reads:
+                head["read"] = reads[r.conv]
             self.reply(r, pack_map_with_raw(head, "msgs", records))
+
+    def read_positions(self, syncs) -> dict:
+        """{conv: {member: read cursor}} for the DMs and the groups of at most
+        chat.receipts_max_members among ``syncs`` (one pipeline)."""
+        wanted = {}
+        for r in syncs:
+            if r.conv.startswith("d:"):
+                wanted[r.conv] = convs.dm_users(r.conv)
+            elif r.conv.startswith("g:"):
+                members = self.groups.members(r.conv)
+                if len(members) <= self.chat.receipts_max_members:
+                    wanted[r.conv] = members
+        items = list(wanted.items())
+        return {conv: got for (conv, _), got in zip(items, self.store.read_positions(items))}
 
     def handle_one(self, r) -> None:
         try:

@@ -149,3 +149,106 @@ def test_an_operator_recall_leaves_join_recent_and_sync(cluster):
         assert (out["ref"], out["seq"]) == (old["seq"], old["seq"] + 1)
         missing = admin_cli(cluster, "recall", conv, "99", check=False)
         assert missing.returncode != 0 and "not_found" in missing.stdout + missing.stderr
+
+
+# -- 2. unread counts and read receipts -------------------------------------------------------
+def test_welcome_counts_unread_and_the_read_cursor(cluster):
+    with Users(cluster) as users:
+        a, b, conv = pair(users)
+        for n in range(4):
+            a.send(conv, f"m{n}")
+        b.msgs(conv, 4)
+        b.write({"t": "recv", "conv": conv, "seq": 1})
+        assert b.request("logout")["t"] == "ok"
+        back = users.relogin(b.user, gate=0)
+        assert back.welcome["convs"][conv] == 4
+        assert (back.welcome["unread"][conv], back.welcome["read"][conv]) == (3, 1)
+        assert a.request("sync", conv=conv, after=0)["read"] == {a.user: 0, b.user: 1}
+
+
+@pytest.mark.parametrize("kind", ["dm", "group"])
+def test_read_receipts_cross_gates(cluster, kind):
+    with Users(cluster) as users:
+        a, b = users.new("a", 0), users.new("b", 1)
+        if kind == "dm":
+            conv = dm(a.user, b.user)
+        else:
+            conv = "g:" + fresh("g")
+            assert a.request("group_create", group=conv, members=[b.user])["t"] == "ok"
+        a.send(conv, "one")
+        a.send(conv, "two")
+        b.msgs(conv, 2)
+        b.write({"t": "recv", "conv": conv, "seq": 1})
+        b.write({"t": "recv", "conv": conv, "seq": 2})
+        b.write({"t": "recv", "conv": conv, "seq": 99})      # never given: not pushed
+        read = a.expect("read", conv=conv)
+        assert read["user"] == b.user and read["seq"] in (1, 2), read
+        if read["seq"] == 1:
+            assert a.expect("read", conv=conv)["seq"] == 2
+        assert [x for x in a.fence(conv) if x.get("t") == "read"] == []
+        poll_for(lambda: a.request("sync", conv=conv, after=0)["read"].get(b.user) == 2, 10,
+                 "b's cursor in a's sync")
+
+
+# -- 3. typing ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["dm", "group", "room"])
+def test_typing_reaches_the_other_members(cluster, kind):
+    with Users(cluster) as users:
+        a, b = users.new("a", 0), users.new("b", 1)
+        if kind == "dm":
+            conv = dm(a.user, b.user)
+        elif kind == "group":
+            conv = "g:" + fresh("g")
+            assert a.request("group_create", group=conv, members=[b.user])["t"] == "ok"
+        else:
+            conv = "r:" + fresh("r")
+            for conn in (a, b):
+                conn.request("join", room=conv)
+        a.write({"t": "typing", "conv": conv})
+        assert b.expect("typing", conv=conv) == {"t": "typing", "conv": conv, "user": a.user}
+        again = a.request("typing", conv=conv)
+        assert again["code"] == "rate_limited" and again["retry_ms"] > 0, again
+        assert [x for x in a.fence(conv) if x.get("t") == "typing"] == []      # no echo
+
+
+def test_typing_errors(cluster):
+    with Users(cluster) as users:
+        a, b, conv = pair(users)
+        c = users.new("c")
+        assert c.request("typing", conv=conv)["code"] == "not_member"
+        assert c.request("typing", conv="r:" + fresh("r"))["code"] == "not_member"
+        assert c.request("typing", conv="sys")["code"] == "not_member"
+        assert c.request("typing", conv="x:y")["code"] == "bad_conv"
+
+
+# -- 4. presence -------------------------------------------------------------------------------
+def test_presence_of_friends_across_gates(cluster):
+    with Users(cluster) as users:
+        a = users.new("a", 0)
+        b, c = users.new("b", 1, login=False), users.new("c", 1)
+        got = a.request("presence_sub", users=[b.user, c.user])
+        assert got["users"] == {b.user: "offline", c.user: "online"}, got
+        b.login(b.user)
+        assert a.expect("presence", user=b.user)["status"] == "online"
+        assert c.request("set_status", text="in match")["t"] == "ok"
+        push = a.expect("presence", user=c.user)
+        assert (push["status"], push["text"]) == ("online", "in match")
+        assert c.request("set_status", hidden=True)["t"] == "ok"
+        assert a.expect("presence", user=c.user)["status"] == "offline"
+        b.request("logout")
+        assert a.expect("presence", user=b.user)["status"] == "offline"
+        again = users.relogin(c.user, gate=0)          # hidden stays with the account
+        assert again.welcome["status"] == {"text": "in match", "hidden": True}
+        assert a.request("presence_sub", users=[c.user])["users"] == {c.user: "offline"}
+
+
+def test_presence_errors(cluster):
+    with Users(cluster) as users:
+        a = users.new("a")
+        assert a.request("presence_sub", users=["x"] * 201)["code"] == "too_large"
+        assert a.request("presence_sub", users=["no spaces"])["code"] == "bad_request"
+        assert a.request("presence_sub", users="alice")["code"] == "bad_request"
+        assert a.request("set_status", text="x" * 65)["code"] == "bad_request"
+        assert a.request("set_status")["code"] == "bad_request"
+        codes = [a.request("set_status", text="s")["t"] for _ in range(25)]
+        assert "error" in codes and codes.index("error") <= 20
