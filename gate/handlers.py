@@ -14,11 +14,12 @@ import time
 
 from cluster import convs
 from cluster.codec import packb
-from cluster.envelopes import Block, Group, Join, Login, Logout, Recv, Register, RoomInfo, Send, Sync
+from cluster.envelopes import Block, Focus, Group, Join, Login, Logout, Recv, Register, RoomInfo, Send, Sync
 from cluster.replies import OK, Refused, with_rid
 from gate.limits import Window, address
 
 PUBLIC = {"register", "login", "ping"}
+NOTHING_BEFORE = 2 ** 53    # focus of an active room without 'after': no backfill, just last_seq
 
 
 def need(msg: dict, key: str, typ, optional: bool = False):
@@ -199,11 +200,31 @@ def need_group(msg: dict) -> str:
 
 def on_join(gate, s, msg, rid):
     room = need_room(msg)
+    mode = need(msg, "mode", str, optional=True)
+    if mode not in (None, "active", "passive"):
+        raise Refused("bad_request", "field 'mode' must be 'active' or 'passive'")
     if room not in s.rooms and len(s.rooms) >= gate.conf.max_rooms:    # joins in flight count
         raise Refused("too_many_rooms", f"a session is in at most {gate.conf.max_rooms} rooms; leave one first")
-    gate.rooms.join(s, room)
-    s.room_hold.setdefault(room, [])
+    gate.rooms.join(s, room, passive=mode == "passive")
+    if mode != "passive":
+        s.room_hold.setdefault(room, [])
     gate.forward(s, rid, gate.center_node(), Join, s.user, room)
+
+
+def on_focus(gate, s, msg, rid):
+    """A passive viewer turns active: every room message after ``after`` (default: the
+    last seq its digests covered), then live ones; those are held until the answer."""
+    room = need_room(msg)
+    after = need(msg, "after", int, optional=True)
+    if after is not None and after < 0:
+        raise Refused("bad_request", "field 'after' must be >= 0")
+    if room not in s.rooms:
+        raise Refused("not_member", f"join {room} before focusing it")
+    position = gate.rooms.activate(s, room)
+    if after is None:
+        after = position if position is not None else NOTHING_BEFORE
+    s.room_hold.setdefault(room, [])
+    gate.forward(s, rid, gate.zone_of(room), Focus, s.user, room, after, gate.config.chat.room_history)
 
 
 def on_leave(gate, s, msg, rid):
@@ -271,6 +292,7 @@ HANDLERS = {
     "sync": on_sync,
     "logout": on_logout,
     "join": on_join,
+    "focus": on_focus,
     "leave": on_leave,
     "room_info": on_room_info,
     "group_create": on_group_create,

@@ -68,6 +68,16 @@ def _join_timed_out(gate, p: Pending) -> None:
     gate.rooms.leave(p.session, p.env.room)
 
 
+def _focused(gate, p: Pending, rep) -> None:
+    """The backfill went out: live messages above its last_seq follow."""
+    top = unpackb(rep.body).get("last_seq")
+    gate.rooms.joined(p.session, p.env.conv, top if isinstance(top, int) else 0)
+
+
+def _focus_timed_out(gate, p: Pending) -> None:
+    gate.rooms.joined(p.session, p.env.conv, 0)
+
+
 def _resume_over(gate, p: Pending, rep=None) -> None:
     gate.delivery.start_replay(p.session, [])
 
@@ -78,6 +88,7 @@ KINDS = {
     "register": RequestKind(before_reply=_registered),
     "logout": RequestKind(after_reply=_logged_out),
     "join": RequestKind(after_reply=_joined, on_timeout=_join_timed_out),
+    "focus": RequestKind(after_reply=_focused, on_timeout=_focus_timed_out),
     "resume": RequestKind(before_reply=_resume_over, on_timeout=_resume_over, silent=True),
     "status": RequestKind(after_reply=live.status_set),
 }

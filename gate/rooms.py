@@ -4,7 +4,8 @@ Center sends a room or ``sys`` message once per interested gate (``rdlv``); the 
 frames it once and sends the same bytes to every local member, several messages per
 send() when they come close together (a room fans out at most once per window, which
 grows with its audience up to 50 ms). A member that falls behind gets a live queue whose
-oldest frames drop first. The gate tells center its member count
+oldest frames drop first. Passive viewers (gate/passive.py) are members but no fan-out
+targets: they get a digest per window. The gate tells center its member count
 per room whenever it changes, so center knows which gates need which rooms and can
 answer member counts without a member list.
 """
@@ -16,6 +17,7 @@ import gevent
 
 from cluster.codec import frame
 from cluster.envelopes import RoomCount
+from gate.passive import Digests
 
 WINDOW_PER_MEMBER = 20e-6     # seconds of fan-out window per local member
 MAX_WINDOW = 0.05             # never hold a room message longer than this
@@ -24,7 +26,9 @@ MAX_WINDOW = 0.05             # never hold a room message longer than this
 class Rooms:
     def __init__(self, gate):
         self.gate = gate
-        self.members: dict = {}      # room -> {sid: Session}
+        self.members: dict = {}      # room -> {sid: Session}, passive viewers included
+        self.active: dict = {}       # room -> {sid: Session} the fan-out targets
+        self.digests = Digests(gate)
         self.dropped = 0
         self.pending: dict = {}      # room -> [(seq, record, sender)] not fanned out yet
         self.last_flush: dict = {}   # room -> monotonic time of its last fan-out
@@ -34,18 +38,35 @@ class Rooms:
     def counts(self) -> dict:
         return {room: len(m) for room, m in self.members.items()}
 
-    def join(self, s, room: str) -> None:
+    def join(self, s, room: str, passive: bool = False) -> None:
+        """A member, active or passive (a join of a joined room switches its mode)."""
         local = self.members.setdefault(room, {})
-        if s.sid not in local:
+        new = s.sid not in local
+        if new:
             local[s.sid] = s
             s.rooms.add(room)
+        if passive:
+            self.active.get(room, {}).pop(s.sid, None)
+            self.digests.add(s, room)
+        else:
+            self.activate(s, room)
+        if new:
             self._count_changed(room)
+
+    def activate(self, s, room: str):
+        """The session gets the room's messages again: its passive position (or None)."""
+        self.active.setdefault(room, {})[s.sid] = s
+        return self.digests.remove(s, room)
 
     def leave(self, s, room: str) -> None:
         local = self.members.get(room)
         s.rooms.discard(room)
         s.room_hold.pop(room, None)
         s.room_floor.pop(room, None)
+        self.digests.remove(s, room)
+        active = self.active.get(room)
+        if active is not None and active.pop(s.sid, None) is not None and not active:
+            del self.active[room]
         if local is None or local.pop(s.sid, None) is None:
             return
         if not local:
@@ -62,7 +83,11 @@ class Rooms:
         gate.bus.send(gate.center_node(), RoomCount(gate.name, room, len(self.members.get(room, ()))))
 
     def joined(self, s, room: str, last_seq: int) -> None:
-        """The `joined` reply went out: release what arrived meanwhile, past last_seq."""
+        """The `joined` reply went out: release what arrived meanwhile, past last_seq (a
+        passive viewer's digests start there)."""
+        if room in s.passive:
+            self.digests.placed(s, room, last_seq)
+            return
         held = s.room_hold.pop(room, None)
         for seq, data in held or ():
             if seq > last_seq:
@@ -75,6 +100,7 @@ class Rooms:
 
     def deliver(self, conv: str, seq: int, record: bytes, sender: str) -> None:
         """Queue one room/sys message; a room's messages fan out together (``flush_room``)."""
+        self.digests.offer(conv, seq, record, sender)
         entries = self.pending.get(conv)
         if entries is None:
             entries = self.pending[conv] = []
@@ -85,7 +111,7 @@ class Rooms:
         """A room fans out at most once per window, which grows with its local audience:
         each fan-out costs a send() per member, so a big room batches more messages per
         send (at most MAX_WINDOW of added latency) and a small one is not held at all."""
-        members = len(self.gate.users) if conv == "sys" else len(self.members.get(conv, ()))
+        members = len(self.gate.users) if conv == "sys" else len(self.active.get(conv, ()))
         return min(MAX_WINDOW, members * WINDOW_PER_MEMBER)
 
     def _schedule(self, conv: str) -> None:
@@ -114,7 +140,7 @@ class Rooms:
     def targets(self, conv: str):
         if conv == "sys":
             return list(self.gate.users.values())
-        return list(self.members.get(conv, {}).values())
+        return list(self.active.get(conv, {}).values())
 
     def fan_out(self, conv: str, entries: list) -> list:
         self._ws = {}

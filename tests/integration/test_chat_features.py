@@ -252,3 +252,86 @@ def test_presence_errors(cluster):
         assert a.request("set_status")["code"] == "bad_request"
         codes = [a.request("set_status", text="s")["t"] for _ in range(25)]
         assert "error" in codes and codes.index("error") <= 20
+
+
+def test_presence_pushes_go_on_after_a_center_restart(cluster):
+    with Users(cluster) as users:
+        a = users.new("a", 0)
+        b = users.new("b", 1, login=False)
+        assert a.request("presence_sub", users=[b.user])["users"] == {b.user: "offline"}
+        cluster.restart("center1")
+        poll_for(lambda: a.request("room_info", room="r:" + fresh("r"))["t"] == "room_info", 30,
+                 "center to answer again")
+        b.login(b.user)
+        assert a.expect("presence", user=b.user, timeout=20)["status"] == "online"
+        b.close()
+        assert a.expect("presence", user=b.user)["status"] == "offline"
+        assert a.request("presence_sub", users=[b.user])["users"] == {b.user: "offline"}
+
+
+# -- 5. passive viewers ------------------------------------------------------------------------
+def digests_until(conn, room: str, top: int) -> list[dict]:
+    """Every digest of ``room`` up to the one covering ``top``; no room msg meanwhile."""
+    got = []
+    while not got or got[-1]["to_seq"] < top:
+        body = conn.take(lambda b: b.get("conv") == room and b.get("t") in ("digest", "msg"))
+        assert body["t"] == "digest", body
+        got.append(body)
+    return got
+
+
+def test_passive_digests_cover_every_seq_once(cluster):
+    with Users(cluster) as users:
+        room = "r:" + fresh("r")
+        a = users.new("a", 0)
+        a.request("join", room=room)
+        a.send(room, "before")
+        viewer = users.new("v", 1)
+        joined = viewer.request("join", room=room, mode="passive")
+        assert (joined["t"], joined["last_seq"], joined["members"]) == ("joined", 1, 2)
+        started = time.monotonic()
+        digests, top = [], 1
+        for burst in range(4):
+            for n in range(12):
+                top = a.send(room, f"b{burst}-{n}")["seq"]
+            digests += digests_until(viewer, room, top)
+        elapsed = time.monotonic() - started
+        assert digests[0]["from_seq"] == 2
+        for before, after in zip(digests, digests[1:]):
+            assert after["from_seq"] == before["to_seq"] + 1, digests
+        assert digests[-1]["to_seq"] == top == 49
+        for d in digests:
+            assert d["count"] == d["to_seq"] - d["from_seq"] + 1
+            assert 1 <= len(d["recent"]) <= 5
+            assert [m["seq"] for m in d["recent"]] == list(range(d["to_seq"] - len(d["recent"]) + 1, d["to_seq"] + 1))
+        assert len(digests) <= elapsed / CHAT["passive_window"] + 2, (len(digests), elapsed)
+        assert a.request("room_info", room=room)["members"] == 2
+
+
+def test_focus_backfills_exactly_then_goes_live(cluster):
+    with Users(cluster) as users:
+        room = "r:" + fresh("r")
+        a = users.new("a", 0)
+        a.request("join", room=room)
+        viewer = users.new("v", 1)
+        viewer.request("join", room=room, mode="passive")
+        for n in range(3):
+            a.send(room, f"seen-{n}")
+        covered = digests_until(viewer, room, 3)[-1]["to_seq"]
+        for n in range(4):
+            a.send(room, f"missed-{n}")
+        history = viewer.request("focus", room=room)
+        assert history["t"] == "history" and history["conv"] == room, history
+        backfill = [m["seq"] for m in history["msgs"]]
+        assert backfill == list(range(covered + 1, history["last_seq"] + 1))
+        for n in range(3):
+            a.send(room, f"live-{n}")
+        live = []
+        while not live or live[-1] < 10:
+            body = viewer.take(lambda b: b.get("conv") == room and b.get("t") in ("digest", "msg"))
+            assert body["t"] == "msg", body         # active again: no digest after the focus
+            live.append(body["seq"])
+        assert backfill + [s for s in live if s > history["last_seq"]] == list(range(covered + 1, 11))
+        assert not [s for s in live if s <= history["last_seq"]], (live, history["last_seq"])
+        assert viewer.request("focus", room="r:" + fresh("r"))["code"] == "not_member"
+        assert viewer.request("join", room=room, mode="lurk")["code"] == "bad_request"
