@@ -220,6 +220,8 @@ def on_focus(gate, s, msg, rid):
         raise Refused("bad_request", "field 'after' must be >= 0")
     if room not in s.rooms:
         raise Refused("not_member", f"join {room} before focusing it")
+    if not s.bucket.take():                 # a backfill costs like a send
+        raise Refused("rate_limited", "too many requests; slow down")
     position = gate.rooms.activate(s, room)
     if after is None:
         after = position if position is not None else NOTHING_BEFORE
