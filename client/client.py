@@ -15,10 +15,18 @@ included. ``call`` is the same but raises ``ClientError`` (``code``, ``reason``,
 send, sync, join, leave, logout (groups: ``call("group_create", group=g, members=[..])``).
 No reply in time raises ``RequestTimeout`` (code ``timeout``), a connection that is down
 ``ConnectionLost`` (``disconnected``); ``timeout=None`` is the client's default (5 s).
-``recv`` has no reply.
+``recv`` and ``typing`` have no reply.
 
-Pushes (``msg``, ``kicked``, errors without rid) go to ``on_push(body)`` if given (it runs
-in the receive greenlet: spawn, never wait for a reply there), else to the bounded queue
+Issue 15's extensions: ``edit(conv, seq, body)`` and ``recall(conv, seq)`` are sends of
+their own (a cid in the send's dedup space, ``unacked`` until the ack, resent as
+themselves after a reconnect); ``presence_sub(users)`` returns the ``presence`` answer
+(the list is sent again after a reconnect, its answer pushed to the app);
+``set_status(text=, hidden=)``; ``join(room, mode="passive")``; ``focus(room)`` returns
+the ``history`` answer. The welcome's ``unread``/``read`` maps are ``unread``/``read_seqs``.
+
+Pushes (``msg``, ``kicked``, ``read``, ``typing``, ``presence``, ``digest``, errors
+without rid) go to ``on_push(body)`` if given (it runs in the receive greenlet: spawn,
+never wait for a reply there), else to the bounded queue
 ``pushes`` (``get_push``, ``expect``; when full the oldest is dropped). ``kicked`` sets
 ``kicked_reason``. Events: ``session_up`` while logged in, ``closed`` once down for good
 (logout, kick, ``close()``, a drop without reconnect); a closed Client is not reused.
@@ -29,10 +37,14 @@ like ``on_push`` it must not wait for a reply.
 Bookkeeping (``client.tracking``): pushes are deduplicated by seq, DM/group holes
 ``sync``ed and delivered in order, room/sys holes counted, in ``counters`` (with
 late_replies, push_overflow, bad_frames, reconnects, resent). ``last_seen(conv)``: the
-last seq the app got. ``auto_recv``: one ``recv`` per DM/group per socket read.
+last seq the app got. ``auto_recv``: one ``recv`` per DM/group per socket read. A ``msg``
+of kind edit/recall is a message like any other here. A passive room (``passive``) is
+seen up to each ``digest``'s ``to_seq``; a ``focus`` answer sets it to its ``last_seq``
+(before the live ``msg``s after it are tracked), as a ``joined`` does.
 
-Sends stay in ``unacked`` (PendingSend: conv, cid, body) until their ack or error reply; a
-timed-out one stays (send it again with its cid: the server returns the same ack). With
+Sends stay in ``unacked`` (PendingSend: conv, cid, body; a PendingOp for an edit or
+recall) until their ack or error reply; a timed-out one stays (send it again with its cid:
+the server returns the same ack). With
 ``reconnect=True`` a drop that is not a logout, ``close()`` or kick (``kicked{shutdown}``
 and ``kicked{moving}`` excepted) reconnects with backoff, logs in with the token (the
 password if refused), resends every unacked send with its cid (a ``send`` blocked
@@ -73,6 +85,27 @@ CLIENT_COUNTERS = ("late_replies", "push_overflow", "bad_frames", "reconnects", 
 log = logging.getLogger("zonechat.client")
 
 
+class PendingOp(PendingSend):
+    """An edit or recall without ack yet: in ``unacked`` like a send, resent as itself."""
+
+    __slots__ = ("t", "fields")
+
+    def __init__(self, t: str, conv: str, cid: str, fields: dict):
+        super().__init__(conv, cid, fields.get("body"))
+        self.t, self.fields = t, fields
+
+
+def wire(p: PendingSend) -> tuple[str, dict]:
+    """The request that (re)sends ``p``: its type and fields."""
+    if isinstance(p, PendingOp):
+        return p.t, {"conv": p.conv, "cid": p.cid, **p.fields}
+    return "send", {"conv": p.conv, "cid": p.cid, "body": p.body}
+
+
+def _seq(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def dm_conv(a: str, b: str) -> str:
     """The DM of two users: ``d:<a>:<b>`` with a < b in byte order."""
     if a == b or not (convs.valid_user(a) and convs.valid_user(b)):
@@ -99,6 +132,9 @@ class Client:
         self.counters.update(dict.fromkeys(CLIENT_COUNTERS, 0))
         self.user = self.token = self.welcome = self.kicked_reason = None
         self.rooms: set[str] = set()
+        self.passive: set[str] = set()             # joined rooms in mode passive (digests)
+        self.presence_users: list[str] = []        # the last presence_sub list
+        self._focusing: dict[int, str] = {}        # rid of a focus in flight -> room
         self.closed, self.session_up = Event(), Event()
         self._conn: Connection | None = None
         self._password = self._reconnector = self._pinger = None
@@ -196,13 +232,29 @@ class Client:
 
     def send(self, conv: str, body, cid: str | None = None, timeout: float | None = None) -> dict:
         """Send and return the ``ack``; until then the send is in ``unacked``."""
+        return self._submit("send", conv, cid, {"body": body}, timeout)
+
+    def edit(self, conv: str, seq: int, body, cid: str | None = None, timeout: float | None = None) -> dict:
+        """Replace the body of own message ``seq``; the ``ack`` (its seq: the edit event's)."""
+        return self._submit("edit", conv, cid, {"seq": seq, "body": body}, timeout)
+
+    def recall(self, conv: str, seq: int, cid: str | None = None, timeout: float | None = None) -> dict:
+        """Remove own message ``seq``; the ``ack`` (its seq: the recall event's)."""
+        return self._submit("recall", conv, cid, {"seq": seq}, timeout)
+
+    def _submit(self, t: str, conv: str, cid: str | None, fields: dict, timeout: float | None) -> dict:
+        """A send, edit or recall: pending (resent by a reconnect) until its ack or error."""
         cid = cid if cid is not None else f"{self._cid_prefix}-{next(self._cids)}"
-        p = self.sends.add(conv, cid, body)
+        if t == "send":
+            p = self.sends.add(conv, cid, fields["body"])
+        else:
+            p = self.sends.pending.setdefault((conv, cid), PendingOp(t, conv, cid, fields))
         timeout = self.timeout if timeout is None else timeout
         deadline, done = time.monotonic() + timeout, p.done
         if self._reconnector is None:              # else the reconnect resends it
             try:
-                self.sends.settle(p, self.request("send", timeout, conv=conv, cid=cid, body=body))
+                kind, body = wire(p)
+                self.sends.settle(p, self.request(kind, timeout, **body))
             except ConnectionLost:
                 if self._reconnector is None:
                     raise
@@ -222,19 +274,58 @@ class Client:
         """Tell the server the user has ``conv`` up to ``seq`` (no reply)."""
         self._current().write({"t": "recv", "conv": conv, "seq": seq})
 
+    def typing(self, conv: str) -> None:
+        """Tell the others in ``conv`` the user is typing (no reply; errors come as pushes)."""
+        self._current().write({"t": "typing", "conv": conv})
+
+    def presence_sub(self, users, timeout: float | None = None) -> dict:
+        """Watch ``users`` (replaces the list; [] clears it): the ``presence`` answer."""
+        users = list(users)
+        answer = self.call("presence_sub", timeout, users=users)
+        self.presence_users = users
+        return answer
+
+    def set_status(self, text: str | None = None, hidden: bool | None = None,
+                   timeout: float | None = None) -> dict:
+        """Set the status text and/or hide (only the fields given are sent): ``ok``."""
+        fields = {k: v for k, v in (("text", text), ("hidden", hidden)) if v is not None}
+        return self.call("set_status", timeout, **fields)
+
     def sync(self, conv: str, after: int, limit: int | None = None, timeout: float | None = None) -> dict:
         """The ``history`` reply (the bookkeeping is not touched)."""
         extra = {} if limit is None else {"limit": limit}
         return self.call("sync", timeout, conv=conv, after=after, **extra)
 
-    def join(self, room: str, timeout: float | None = None) -> dict:
-        joined = self.call("join", timeout, room=room)
+    def join(self, room: str, mode: str | None = None, timeout: float | None = None) -> dict:
+        """Join (``mode`` "active"/"passive" only when given); the ``joined`` reply."""
+        joined = self.call("join", timeout, room=room, **({} if mode is None else {"mode": mode}))
         self.rooms.add(room)
-        self.track.on_join({"conv": room, **joined})
+        if mode == "passive":                      # digests follow: no recent pushed
+            self.passive.add(room)
+            self._seen_upto(room, joined.get("last_seq"))
+        else:
+            self.passive.discard(room)
+            self.track.on_join({"conv": room, **joined})
         return joined
+
+    def focus(self, room: str, after: int | None = None, timeout: float | None = None) -> dict:
+        """Make a passive room active again: the ``history`` answer (msgs after ``after``)."""
+        conn = self._current()
+        rid, waiter = conn.begin("focus", {"room": room, **({} if after is None else {"after": after})})
+        self._focusing[rid] = room                 # _dispatch tracks the answer before later msgs
+        try:
+            reply = conn.wait(rid, waiter, timeout)
+        finally:
+            self._focusing.pop(rid, None)
+        if reply.get("t") == "error":
+            raise ClientError.from_reply(reply)
+        self.passive.discard(room)
+        self._on_focused(room, reply)              # again, should the answer have come first
+        return reply
 
     def leave(self, room: str, timeout: float | None = None) -> dict:
         self.rooms.discard(room)
+        self.passive.discard(room)
         self.track.forget(room)
         return self.call("leave", timeout, room=room)
 
@@ -245,6 +336,20 @@ class Client:
 
     def last_seen(self, conv: str) -> int | None:
         return self.track.last_seen(conv)
+
+    @property
+    def unread(self) -> dict:
+        """``welcome.unread`` of the last login: {conv: messages not read}."""
+        return self._welcome_map("unread")
+
+    @property
+    def read_seqs(self) -> dict:
+        """``welcome.read`` of the last login: {conv: the user's own read cursor}."""
+        return self._welcome_map("read")
+
+    def _welcome_map(self, key: str) -> dict:
+        value = (self.welcome or {}).get(key)
+        return dict(value) if isinstance(value, dict) else {}
 
     # -- pushes --------------------------------------------------------------------------
     def get_push(self, timeout: float | None = None) -> dict | None:
@@ -289,6 +394,10 @@ class Client:
                 self._recv_dirty.add(body["conv"])  # own messages move the cursor too
         elif t == "welcome":
             self._on_welcome(body)
+        elif t == "digest":
+            self._seen_upto(body.get("conv"), body.get("to_seq"), body.get("from_seq"))
+        elif t == "history" and body.get("rid") in self._focusing:
+            self._on_focused(self._focusing[body["rid"]], body)
         elif t == "kicked":
             self.kicked_reason = body.get("reason")
             self._deliberate = self._deliberate or self.kicked_reason not in RECONNECT_KICKS
@@ -304,6 +413,29 @@ class Client:
         if self.catch_up:
             last_seqs = body.get("convs")
             self._spawn(self._catch_up_worker, dict(last_seqs) if isinstance(last_seqs, dict) else {}, known)
+
+    def _on_focused(self, room: str, history: dict) -> None:
+        msgs = history.get("msgs") or []
+        first = history.get("first_seq")
+        if not _seq(first) and msgs and isinstance(msgs[0], dict):
+            first = msgs[0].get("seq")
+        self._seen_upto(room, history.get("last_seq"), first)
+
+    def _seen_upto(self, conv, to_seq, first=None) -> None:
+        """The app has ``conv`` up to ``to_seq`` (a digest, a focus, a passive join): move
+        ``last`` there, counting a hole before ``first`` as missed; own seqs and held pushes
+        at or below it are done with."""
+        if not isinstance(conv, str) or not _seq(to_seq):
+            return
+        st = self.track.conv(conv)
+        if st.last is not None and _seq(first) and first <= to_seq:
+            self.track.skip(st, first)
+        st.last = to_seq if st.last is None else max(st.last, to_seq)
+        st.top = max(st.top, st.last)
+        st.own = {seq for seq in st.own if seq > st.last}
+        for seq in [seq for seq in st.held if seq <= st.last]:
+            del st.held[seq]
+        self.track.absorb(st)
 
     # -- bookkeeping I/O -----------------------------------------------------------------
     def _deliver(self, st, m: dict) -> None:
@@ -395,11 +527,12 @@ class Client:
             self.login(self.user, password=self._password)
 
     def _after_reconnect(self) -> None:
-        """Resend unacked sends (pipelined, in order, same cids), rejoin rooms."""
+        """Resend unacked sends (pipelined, in order, same cids), rejoin rooms (passive ones
+        passive), watch the presence list again (its answer goes to the app as a push)."""
         try:
             conn, started = self._current(), []
             for p in list(self.sends.pending.values()):
-                started.append((p, *conn.begin("send", {"conv": p.conv, "cid": p.cid, "body": p.body})))
+                started.append((p, *conn.begin(*wire(p))))
                 self.counters["resent"] += 1
             for p, rid, waiter in started:
                 self.sends.settle(p, conn.wait(rid, waiter))
@@ -407,9 +540,14 @@ class Client:
             log.info("resending after a reconnect: %s", exc)
         for room in list(self.rooms):
             try:
-                self.join(room)
+                self.join(room, "passive" if room in self.passive else None)
             except ClientError as exc:
                 log.info("rejoining %s after a reconnect: %s", room, exc)
+        if self.presence_users:
+            try:
+                self._push(self.presence_sub(self.presence_users))
+            except ClientError as exc:
+                log.info("watching presence after a reconnect: %s", exc)
         if not self.catch_up:                      # else the catch-up refills, after the replay
             self.track.refill_held()
 

@@ -10,9 +10,22 @@ with the local time of their ``ts``::
 Commands: ``/dm USER`` (checked: an unknown user is refused with the server's reason),
 ``/reply [TEXT]`` (the last DM you got), ``/join r:ROOM``, ``/leave [r:ROOM]``, ``/conv
 CONV``, ``/sync [N]``, ``/who`` (the room's member count: the protocol has no member
-list), ``/help``, ``/quit``; ``//text`` sends ``/text``. Errors show the server's
-``reason`` first (the canned ``ERROR_TEXT`` only when it gave none) with the time left
-(``retry_ms``, a mute's ``until``).
+list), ``/edit SEQ TEXT``, ``/recall SEQ`` (SEQ: a number, ``last`` for your last message
+here; ``/ids`` shows the numbers), ``/friends [add|remove USER]``, ``/status [TEXT]``,
+``/hide``, ``/unhide``, ``/help``, ``/quit``; ``//text`` sends ``/text``. Errors show the
+server's ``reason`` first (the canned ``ERROR_TEXT`` only when it gave none) with the
+time left (``retry_ms``, a mute's ``until``).
+
+Issue 15 on screen: an edit or recall (live, or replayed) prints its target's line again,
+``(edited)`` with the new body or ``message removed`` (the last ``LOG_MAX`` messages per
+conversation are remembered for that; history already shows the current state and its
+events print nothing); the login lists unread counts (``@bob (3 unread)``); a ``read`` from
+the other user of a DM prints ``bob read up to #12`` once it covers a message of yours,
+and your DM lines shown again (``/sync``, ``/dm``) end in `` ✓✓`` when read; ``bob is
+typing…`` prints for the conversation you are in (again after ``TYPING_QUIET`` s or a
+message of theirs); friends' presence prints ``bob is online``/``bob is offline``. Typing
+a line (not a command) in the prompt sends ``typing`` at most every ``TYPING_EVERY`` s.
+The friends list lives as long as the session (the server keeps no friends list).
 
 Two ways in and out, one output format:
 
@@ -40,14 +53,17 @@ import collections
 import signal
 import sys
 import threading
+import time
 
 import click
 import gevent
 from gevent.event import Event
 
 from client.client import Client, ClientError, dm_conv
-from client.terminal_format import (CONNECTION_TEXT, HELP, KICK_TEXT, clean, conv_label,
-                                    describe_error, error_line, format_msg, prompt_text)
+from client.terminal_format import (CONNECTION_TEXT, EVENT_KINDS, HELP, KICK_TEXT, ConvLog, Friends,
+                                    ReadMarks, Throttle, clean, conv_badge, conv_label, describe_error,
+                                    digest_line, dm_peer, error_line, format_msg, parse_edit, parse_seq,
+                                    parse_status, prompt_text, read_line, typing_line)
 from client.terminal_io import PlainUI, make_ui
 from cluster import convs
 
@@ -55,6 +71,8 @@ RECENT = 10                 # messages shown on /dm, /join
 SYNC_DEFAULT = 20           # messages shown by /sync
 BACKLOG_MAX = 5000          # pushes that arrive before the welcome is printed
 SEEN_MAX = 20               # names remembered per room (the protocol has no member list)
+TYPING_EVERY = 3.0          # seconds between two ``typing`` sent to one conversation (server: 2)
+TYPING_QUIET = 10.0         # seconds before "bob is typing…" prints again for bob there
 
 
 def room_id(arg: str) -> str:
@@ -74,9 +92,23 @@ class ChatSession:
         self.seen: dict[str, collections.OrderedDict] = {}     # room -> names seen there
         self.backlog: list[dict] | None = []      # pushes before the welcome is printed
         self.done = Event()                        # /quit, end of input, or the client closed
+        self.log = ConvLog()                       # recent messages as they stand (edits, recalls)
+        self.marks = ReadMarks()                   # the other user's read cursor per DM
+        self.friends = Friends()
+        self.typing_shown = Throttle(TYPING_QUIET)  # (conv, user): "is typing…" printed
+        self.typing_sent = Throttle(TYPING_EVERY)   # conv: ``typing`` sent
+        self.show_ids = False                      # /ids: #SEQ in front of messages
         self.commands = {"/dm": self.cmd_dm, "/reply": self.cmd_reply, "/join": self.cmd_join,
                          "/leave": self.cmd_leave, "/conv": self.cmd_conv, "/sync": self.cmd_sync,
-                         "/who": self.cmd_who, "/help": self.cmd_help, "/quit": self.cmd_quit}
+                         "/who": self.cmd_who, "/edit": self.cmd_edit, "/recall": self.cmd_recall,
+                         "/ids": self.cmd_ids, "/friends": self.cmd_friends, "/status": self.cmd_status,
+                         "/hide": self.cmd_hide, "/unhide": self.cmd_unhide, "/help": self.cmd_help,
+                         "/quit": self.cmd_quit}
+        self.pushes = {"msg": self.show_msg, "kicked": self.on_kicked, "error": self.on_error,
+                       "read": self.on_read, "typing": self.on_typing, "presence": self.on_presence,
+                       "digest": self.on_digest}
+        if hasattr(self.ui, "on_typing"):          # the prompt tells when a line is being typed
+            self.ui.on_typing = self.typing_started
 
     def say(self, text: str, kind: str = "system") -> None:
         self.ui.show([(f"class:{kind}", text)])
@@ -93,27 +125,71 @@ class ChatSession:
             if len(self.backlog) < BACKLOG_MAX:
                 self.backlog.append(body)
             return
-        t = body.get("t")
-        if t == "msg":
-            self.show_msg(body)
-        elif t == "kicked":
-            reason = clean(body.get("reason"))
-            self.info(f"kicked by the server: {KICK_TEXT.get(reason, reason)}")
-        elif t == "error":
-            self.say(describe_error(str(body.get("code")), str(body.get("reason", "")),
-                                    body.get("retry_ms"), body.get("until")), "error")
+        handler = self.pushes.get(body.get("t"))
+        if handler is None:
+            self.info(f"{clean(body.get('t'))}: {clean(body)}")
         else:
-            self.info(f"{clean(t)}: {clean(body)}")
+            handler(body)
 
     def on_connection(self, state: str) -> None:
         self.info(CONNECTION_TEXT.get(state) or clean(state))
 
-    def show_msg(self, m: dict, current: str | None = None) -> None:
+    def on_kicked(self, body: dict) -> None:
+        reason = clean(body.get("reason"))
+        self.info(f"kicked by the server: {KICK_TEXT.get(reason, reason)}")
+
+    def on_error(self, body: dict) -> None:
+        self.say(describe_error(str(body.get("code")), str(body.get("reason", "")),
+                                body.get("retry_ms"), body.get("until")), "error")
+
+    def on_read(self, body: dict) -> None:
+        """The other user's read cursor in a DM: a line once it covers a message of ours."""
+        conv, user, seq = body.get("conv"), body.get("user"), body.get("seq")
+        if dm_peer(conv, self.user) != user:
+            return                                 # groups: no ticks
+        before = self.marks.move(conv, seq)
+        own = [] if before is None else self.log.own(conv, self.user, before, seq)
+        if own:
+            self.info(read_line(user, own[-1]))
+
+    def on_typing(self, body: dict) -> None:
+        conv, user = body.get("conv"), body.get("user")
+        if conv == self.current and isinstance(user, str) and user != self.user \
+                and self.typing_shown.due((conv, user), time.monotonic()):
+            self.info(typing_line(user))
+
+    def on_presence(self, body: dict) -> None:
+        """A friend logged in or out or changed the status (or, after a reconnect, the answer)."""
+        if "users" in body:
+            lines = self.friends.take_answer(body)
+        else:
+            lines = [self.friends.update(body.get("user"), body.get("status"), body.get("text"))]
+        for line in lines:
+            if line:
+                self.info(line)
+
+    def on_digest(self, body: dict) -> None:
+        self.info(digest_line(body, self.user))
+
+    def show_msg(self, m: dict, current: str | None = None, live: bool = True) -> None:
+        """A message (``live``: pushed; else from history). An edit or recall shows its target
+        again, changed (live only: history shows the target as it stands already)."""
+        if m.get("kind") in EVENT_KINDS:
+            rec, changed = self.log.apply(m)
+            if changed and live:
+                self.ui.show(self.render(rec, current))
+            return
         conv, sender = m.get("conv"), m.get("from")
         if isinstance(conv, str) and conv.startswith("d:") and sender != self.user:
             self.last_dm = conv
         self.remember(conv, sender)
-        self.ui.show(format_msg(m, self.user, current or self.current))
+        self.typing_shown.reset((conv, sender))
+        self.log.add(m)
+        self.ui.show(self.render(m, current))
+
+    def render(self, m: dict, current: str | None = None):
+        read = m.get("from") == self.user and self.marks.read(m.get("conv"), m.get("seq"))
+        return format_msg(m, self.user, current or self.current, read=read, ids=self.show_ids)
 
     def remember(self, conv, sender) -> None:
         names = self.seen.get(conv)
@@ -128,8 +204,9 @@ class ChatSession:
         """Print the welcome, then what arrived with it (the offline messages)."""
         self.info(f"logged in as {self.user}; /help lists the commands")
         known = sorted(c for c in (welcome.get("convs") or {}) if c != "sys")
+        unread = welcome.get("unread") if isinstance(welcome.get("unread"), dict) else {}
         if known:
-            self.info(f"your conversations: {' '.join(conv_label(c, self.user) for c in known)}")
+            self.info(f"your conversations: {' '.join(conv_badge(c, self.user, unread.get(c)) for c in known)}")
         backlog, self.backlog = self.backlog or [], None
         for body in backlog:
             self.on_push(body)
@@ -170,15 +247,41 @@ class ChatSession:
             maybe = "not sent" if exc.reply is not None else "maybe not sent"
             self.say(f"{error_line(exc)}; {maybe}: {clean(text)}", "error")
             return
-        self.ui.show(format_msg({"conv": ack.get("conv", self.current), "from": self.user,
-                                 "ts": ack.get("ts"), "body": text}, self.user, self.current))
+        m = {"conv": ack.get("conv", self.current), "seq": ack.get("seq"), "from": self.user,
+             "ts": ack.get("ts"), "body": text}
+        self.log.add(m)
+        self.ui.show(self.render(m, self.current))
+
+    def typing_started(self) -> None:
+        """A line (not a command) is being typed: called by the prompt, in the hub (no waits)."""
+        conv, client = self.current, self.client
+        if conv is None or client is None or not client.connected:
+            return
+        allowed = conv.startswith(("d:", "g:")) or conv in client.rooms   # not sys, not a room left
+        if allowed and self.typing_sent.due(conv, time.monotonic()):
+            gevent.spawn(self._send_typing, conv)
+
+    def _send_typing(self, conv: str) -> None:
+        try:
+            self.client.typing(conv)
+        except ClientError:                        # down: the connection events say so
+            pass
 
     def tail(self, conv: str, n: int) -> list[dict]:
         """The last ``n`` messages of ``conv``; a DM with nobody raises ``bad_conv`` here."""
         last = int(self.client.sync(conv, after=0, limit=1).get("last_seq") or 0)
         if last <= 0:
             return []
-        return self.client.sync(conv, after=max(0, last - n), limit=n).get("msgs") or []
+        history = self.client.sync(conv, after=max(0, last - n), limit=n)
+        read, peer = history.get("read"), dm_peer(conv, self.user)
+        if isinstance(read, dict) and peer is not None:
+            self.marks.move(conv, read.get(peer))
+        return history.get("msgs") or []
+
+    def need_current(self) -> str:
+        if self.current is None:
+            raise ValueError("no conversation yet: /dm USER or /join r:ROOM")
+        return self.current
 
     def switch(self, conv: str, note: str = "") -> None:
         self.current = conv
@@ -193,7 +296,7 @@ class ChatSession:
             raise ValueError("usage: /dm USER (another user)")
         conv = dm_conv(self.user, arg)
         for m in self.tail(conv, RECENT):          # refused for an unknown user: we stay
-            self.show_msg(m, conv)
+            self.show_msg(m, conv, live=False)
         self.switch(conv)
 
     def cmd_reply(self, arg: str) -> None:
@@ -211,7 +314,7 @@ class ChatSession:
         joined = self.client.join(room)
         self.seen.setdefault(room, collections.OrderedDict())
         for m in (joined.get("recent") or [])[-RECENT:]:
-            self.show_msg(m, room)
+            self.show_msg(m, room, live=False)
         members = joined.get("members")
         self.switch(room, f" ({members} here)" if isinstance(members, int) else "")
 
@@ -232,12 +335,11 @@ class ChatSession:
         self.switch(arg)
 
     def cmd_sync(self, arg: str) -> None:
-        if self.current is None:
-            raise ValueError("no conversation yet: /dm USER or /join r:ROOM")
+        conv = self.need_current()
         if arg and not arg.isdigit():
             raise ValueError("usage: /sync [N]")
-        for m in self.tail(self.current, max(1, min(int(arg or SYNC_DEFAULT), 500))):
-            self.show_msg(m)
+        for m in self.tail(conv, max(1, min(int(arg or SYNC_DEFAULT), 500))):
+            self.show_msg(m, live=False)
 
     def cmd_who(self, _arg: str) -> None:
         where = conv_label(self.current, self.user) if self.current else "nothing yet"
@@ -254,6 +356,82 @@ class ChatSession:
         names = list(self.seen.get(room) or ())
         seen = f"; seen here: {', '.join(names)}" if names else ""
         self.info(f"{room}: {members} here now (a count: the protocol has no member list){seen}")
+
+    def cmd_edit(self, arg: str) -> None:
+        conv = self.need_current()
+        seq, text = parse_edit(arg, self.log.last_own(conv, self.user))
+        ack = self.client.edit(conv, seq, text)
+        self.show_own_event(conv, seq, ack, {"kind": "edit", "body": text})
+
+    def cmd_recall(self, arg: str) -> None:
+        conv = self.need_current()
+        seq = parse_seq(arg, self.log.last_own(conv, self.user), "usage: /recall SEQ (a number, or last)")
+        ack = self.client.recall(conv, seq)
+        self.show_own_event(conv, seq, ack, {"kind": "recall", "body": None})
+
+    def show_own_event(self, conv: str, ref: int, ack: dict, event: dict) -> None:
+        """Our edit/recall was acked (its push is ours: not shown): show the target changed."""
+        rec, _changed = self.log.apply({"conv": conv, "seq": ack.get("seq"), "from": self.user,
+                                        "ts": ack.get("ts"), "ref": ref, **event})
+        self.ui.show(self.render(rec, conv))
+
+    def cmd_ids(self, arg: str) -> None:
+        if arg not in ("", "on", "off"):
+            raise ValueError("usage: /ids [on|off]")
+        self.show_ids = not self.show_ids if not arg else arg == "on"
+        self.info("message numbers shown (#SEQ, for /edit and /recall)" if self.show_ids
+                  else "message numbers hidden")
+
+    def cmd_friends(self, arg: str) -> None:
+        action, _, name = arg.partition(" ")
+        name = name.strip()
+        if not action:
+            for line in self.friends.listing():
+                self.info(line)
+        elif action == "add" and name:
+            self.friend_add(name)
+        elif action in ("remove", "rm") and name:
+            self.friend_remove(name)
+        else:
+            raise ValueError("usage: /friends [add USER | remove USER]")
+
+    def friend_add(self, name: str) -> None:
+        """Add ``name`` and watch the whole list again (the answer says who is online)."""
+        if not convs.valid_user(name) or name == self.user:
+            raise ValueError("usage: /friends add USER (another user)")
+        if not self.friends.add(name):
+            raise ValueError(f"{name} is on your friends list already")
+        try:
+            answer = self.client.presence_sub(self.friends.names)
+        except ClientError:
+            self.friends.remove(name)
+            raise
+        self.info(f"{name} added to your friends")
+        for line in self.friends.take_answer(answer):
+            self.info(line)
+
+    def friend_remove(self, name: str) -> None:
+        if not self.friends.remove(name):
+            raise ValueError(f"{clean(name)} is not on your friends list")
+        try:
+            self.client.presence_sub(self.friends.names)
+        except ClientError:
+            self.friends.add(name)
+            raise
+        self.info(f"{name} removed from your friends")
+
+    def cmd_status(self, arg: str) -> None:
+        text = parse_status(arg)
+        self.client.set_status(text=text)
+        self.info(f"status set: {clean(text)}" if text else "status cleared")
+
+    def cmd_hide(self, _arg: str) -> None:
+        self.client.set_status(hidden=True)
+        self.info("hidden: you appear offline to everyone (/unhide to show up again)")
+
+    def cmd_unhide(self, _arg: str) -> None:
+        self.client.set_status(hidden=False)
+        self.info("visible again: your friends see you online")
 
     def cmd_help(self, _arg: str) -> None:
         for line in HELP.splitlines():

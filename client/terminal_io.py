@@ -14,7 +14,8 @@ unpatched selector) in one real OS thread of gevent's threadpool. Typed lines cr
 gevent with ``hub.loop.run_callback_threadsafe`` into a bounded queue (``INBOX_MAX``);
 lines to print cross back into a bounded deque (``SCREEN_MAX``) that the prompt thread
 drains and prints with ``run_in_terminal``. Only the prompt thread touches the terminal
-while it runs.
+while it runs. ``on_typing``, if set, is called in the hub (no waiting there) whenever the
+line being edited changes and is not empty and not a command.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ STOP_TIMEOUT = 5.0          # seconds for the prompt thread to end
 STYLE = {
     "prompt": "bold", "time": "", "tag": "ansiblue", "self": "ansigreen bold",
     "other": "ansicyan bold", "system": "ansiyellow", "error": "ansired bold",
-    "broadcast": "ansimagenta bold",
+    "broadcast": "ansimagenta bold", "note": "italic", "read": "ansigreen",
 }
 
 
@@ -94,6 +95,7 @@ class PromptUI:
         self.dropped = self.reported = 0            # lines not shown: gevent / prompt side
         self.loop = self.app = self.task = self.thread = self.failure = self.printing = None
         self.direct, self.stopping, self.wake_pending = True, False, False
+        self.on_typing = None                       # set by the session: called in the hub
 
     # gevent side
     def start(self) -> None:
@@ -171,6 +173,7 @@ class PromptUI:
         session = PromptSession(input=self.input, output=self.output, style=self.style,
                                 color_depth=self.depth, erase_when_done=True,
                                 completer=WordCompleter(list(COMMANDS), WORD=True), complete_while_typing=False)
+        session.default_buffer.on_text_changed += self._typed
         self.app, self.task, self.loop = session.app, asyncio.current_task(), loop
         self._flush()
         try:
@@ -201,6 +204,12 @@ class PromptUI:
                 self.printing = run_in_terminal(lambda: self._print(batch))
         else:
             self._print(batch)
+
+    def _typed(self, buffer) -> None:
+        """In the prompt thread: the line changed; a message being typed tells the hub."""
+        hook, text = self.on_typing, buffer.text
+        if hook is not None and text and not text.startswith("/"):
+            self.hub.loop.run_callback_threadsafe(hook)
 
     def _redraw(self) -> None:
         if self.app is not None and self.app.is_running:

@@ -429,6 +429,172 @@ def test_moving_to_a_gate_that_refuses_falls_back_to_the_old_address(peer):
     assert c.session_up.wait(2) and c.addr == ("127.0.0.1", peer.server.server_port)
 
 
+# -- issue 15: edit, recall, typing, presence, status, passive rooms ----------------------
+def test_passive_digests_and_focus_move_a_room_without_delivering():
+    r = Recorder(sending=False)
+    r.t.on_join({"conv": "r:lobby", "last_seq": 5, "recent": []})
+    c = Client()                                   # not connected: only the bookkeeping is used
+    c.track = r.t
+    c._seen_upto("r:lobby", 9, 6)                  # a digest of 6..9
+    assert r.t.last_seen("r:lobby") == 9 and r.seen == [] and r.t.counters["missed"] == 0
+    c._seen_upto("r:lobby", 15, 12)                # 10..11 never came
+    assert r.t.last_seen("r:lobby") == 15 and r.t.counters["missed"] == 2
+    c._seen_upto("r:lobby", 12)                    # never backwards
+    r.t.on_msg(msg("r:lobby", 16))
+    assert r.t.last_seen("r:lobby") == 16 and r.seen == [16] and r.t.counters["gaps"] == 1
+    c._seen_upto("r:lobby", "x")
+    c._seen_upto(None, 3)
+    assert r.t.last_seen("r:lobby") == 16
+
+
+def test_own_seqs_covered_by_a_digest_are_dropped():
+    r = Recorder()
+    r.t.on_join({"conv": "r:lobby", "last_seq": 5, "recent": []})
+    c = Client()
+    c.track = r.t
+    for seq in range(7, 7 + 40):                   # own sends a passive room never pushes back
+        r.t.on_ack("r:lobby", seq)
+        c._seen_upto("r:lobby", seq, seq)
+    st = r.t.convs["r:lobby"]
+    assert st.last == 46 and st.own == set()
+
+
+def test_edit_and_recall_ack_like_sends_and_raise_their_errors(peer):
+    peer.handlers["edit"] = peer.on_send
+    peer.handlers["recall"] = lambda req: [{"t": "error", "rid": req["rid"], "code": "not_sender", "reason": "no"}]
+    c = peer.client()
+    c.login("alice", "pw")
+    assert c.send(DM, "helo")["seq"] == 1
+    ack = c.edit(DM, 1, "hello", cid="e-1")
+    assert (ack["cid"], ack["seq"]) == ("e-1", 2)
+    with pytest.raises(ClientError) as err:
+        c.recall(DM, 1)
+    assert err.value.code == "not_sender" and c.unacked == []
+    frames = [f for f in peer.log if f["t"] in ("edit", "recall")]
+    assert {k: v for k, v in frames[0].items() if k != "rid"} == {
+        "t": "edit", "conv": DM, "cid": "e-1", "seq": 1, "body": "hello"}
+    assert set(frames[1]) == {"t", "rid", "conv", "cid", "seq"} and frames[1]["seq"] == 1
+    assert frames[1]["cid"].startswith(c._cid_prefix)
+    assert c.track.convs[DM].own == {1, 2}         # the edit's seq is own, like a send's
+
+
+def test_a_pending_edit_is_resent_as_an_edit_with_its_cid(peer):
+    dropped = []
+    peer.handlers["recall"] = lambda req: peer.on_send(req) if dropped else dropped.append(peer.drop())
+    c = peer.client(reconnect=True, timeout=3.0)
+    c.login("alice", "pw")
+    assert c.recall(DM, 4, cid="r-1")["cid"] == "r-1"
+    resent = [f for f in peer.log if f["t"] in ("send", "recall")]
+    assert [(f["t"], f["cid"], f["seq"]) for f in resent] == [("recall", "r-1", 4), ("recall", "r-1", 4)]
+    assert c.counters["resent"] == 1
+
+
+def test_a_timed_out_edit_stays_unacked_with_its_body(peer):
+    c = peer.client()
+    with pytest.raises(RequestTimeout):
+        c.edit(DM, 3, "fixed", cid="e-9", timeout=0.2)
+    assert [(p.conv, p.cid, p.body, p.t, p.fields) for p in c.unacked] == [
+        (DM, "e-9", "fixed", "edit", {"seq": 3, "body": "fixed"})]
+
+
+def test_typing_presence_status_and_join_modes_send_what_is_given(peer):
+    peer.handlers["presence_sub"] = lambda req: [{"t": "presence", "rid": req["rid"], "users": {
+        u: "online" for u in req["users"]}, "texts": {}}]
+    peer.handlers["set_status"] = lambda req: [{"t": "ok", "rid": req["rid"]}]
+    c = peer.client()
+    c.login("alice", "pw")
+    c.typing(DM)
+    assert peer.next_frame("typing") == {"t": "typing", "conv": DM}     # no rid: no reply waited for
+    assert c.presence_sub(("bob", "carol"))["users"] == {"bob": "online", "carol": "online"}
+    assert c.presence_users == ["bob", "carol"] and peer.next_frame("presence_sub")["users"] == ["bob", "carol"]
+    c.set_status(text="afk")
+    c.set_status(hidden=False)
+    assert [{k: v for k, v in peer.next_frame("set_status").items() if k != "rid"} for _ in range(2)] == [
+        {"t": "set_status", "text": "afk"}, {"t": "set_status", "hidden": False}]
+    c.join("r:lobby")
+    c.join("r:hall", mode="passive")
+    joins = [peer.next_frame("join") for _ in range(2)]
+    assert "mode" not in joins[0] and joins[1]["mode"] == "passive"
+    assert c.passive == {"r:hall"} and c.last_seen("r:hall") == 5
+
+
+def test_new_pushes_reach_the_app_and_digests_keep_the_position(peer):
+    c = peer.client()
+    c.login("alice", "pw")
+    c.join("r:hall", mode="passive")
+    for push in ({"t": "read", "conv": DM, "user": "bob", "seq": 3}, {"t": "typing", "conv": DM, "user": "bob"},
+                 {"t": "presence", "user": "bob", "status": "online"},
+                 {"t": "digest", "conv": "r:hall", "from_seq": 6, "to_seq": 9, "count": 4,
+                  "recent": [msg("r:hall", 9)]}):
+        peer.write(push)
+    assert c.expect("read")["seq"] == 3 and c.expect("typing")["user"] == "bob"
+    assert c.expect("presence")["status"] == "online" and c.expect("digest")["to_seq"] == 9
+    assert c.last_seen("r:hall") == 9 and c.counters["missed"] == 0
+
+
+def test_edit_and_recall_events_are_tracked_like_messages(peer):
+    c = peer.client()
+    c.login("alice", "pw")
+    event = dict(msg(DM, 2, body="new"), kind="edit", ref=1)
+    for m in (msg(DM, 1), event, event, dict(msg(DM, 3, body=None), kind="recall", ref=1)):
+        peer.write(m)
+    assert [(m["seq"], m.get("kind")) for m in (c.expect("msg") for _ in range(3))] == [
+        (1, None), (2, "edit"), (3, "recall")]
+    assert c.counters["dups"] == 1 and c.last_seen(DM) == 3
+
+
+def test_focus_returns_the_history_and_live_messages_follow_it(peer):
+    def focus(req):                                # the answer and a live message in one read
+        history = {"t": "history", "rid": req["rid"], "conv": req["room"], "last_seq": 12,
+                   "msgs": [msg(req["room"], s) for s in (10, 11, 12)]}
+        return [encode_frame(history) + encode_frame(msg(req["room"], 13))]
+    peer.handlers["focus"] = focus
+    c = peer.client()
+    c.login("alice", "pw")
+    c.join("r:hall", mode="passive")
+    peer.write({"t": "digest", "conv": "r:hall", "from_seq": 6, "to_seq": 9, "count": 4, "recent": []})
+    c.expect("digest")
+    history = c.focus("r:hall")
+    assert [m["seq"] for m in history["msgs"]] == [10, 11, 12] and "after" not in peer.next_frame("focus")
+    assert c.expect("msg")["seq"] == 13 and c.last_seen("r:hall") == 13
+    assert (c.counters["gaps"], c.counters["missed"]) == (0, 0) and c.passive == set()
+    barrier(c)
+    assert c.get_push(0) is None                   # the history's msgs are the caller's, not pushed
+    c.focus("r:hall", after=3)
+    assert peer.next_frame("focus")["after"] == 3
+
+
+def test_a_refused_focus_raises(peer):
+    peer.handlers["focus"] = lambda req: [{"t": "error", "rid": req["rid"], "code": "not_member",
+                                           "reason": "join first"}]
+    c = peer.client()
+    with pytest.raises(ClientError) as err:
+        c.focus("r:nope")
+    assert err.value.code == "not_member" and c._focusing == {}
+
+
+def test_the_welcome_unread_and_read_maps(peer):
+    c = peer.client()
+    assert c.unread == {} and c.read_seqs == {}
+    peer.handlers["login"] = lambda req: [dict(peer.on_login(req)[0], unread={DM: 2}, read={DM: 7})]
+    c.login("alice", "pw")
+    assert c.unread == {DM: 2} and c.read_seqs == {DM: 7}
+
+
+def test_a_reconnect_rejoins_passive_rooms_passive_and_watches_presence_again(peer):
+    peer.handlers["presence_sub"] = lambda req: [{"t": "presence", "rid": req["rid"], "users": {
+        u: "offline" for u in req["users"]}, "texts": {}}]
+    c = peer.client(reconnect=True)
+    c.login("alice", "pw")
+    c.join("r:hall", mode="passive")
+    c.presence_sub(["bob"])
+    peer.drop()
+    assert c.expect("presence", timeout=5)["users"] == {"bob": "offline"}   # the fresh answer, pushed
+    joins = [f for f in peer.log if f["t"] == "join"]
+    assert [j.get("mode") for j in joins] == ["passive", "passive"]
+    assert [f["users"] for f in peer.log if f["t"] == "presence_sub"] == [["bob"], ["bob"]]
+
+
 # -- the terminal chat -------------------------------------------------------------------
 class Screen(io.StringIO):
     """stdout whose writes can be waited for."""
