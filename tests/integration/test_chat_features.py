@@ -4,17 +4,21 @@ room viewers — protocol v1 extensions (docs/protocol.md §9), over both gates.
 One module cluster with short windows (edit 3 s, recall 2 s, passive 0.3 s) so "too late"
 and digests are seen quickly. ``kit.Raw`` shows every body as the server sent it.
 """
+import itertools
 import json
 import time
 import uuid
 
 import pytest
+import websocket
 
 from cluster.convs import dm
 from harness import poll_for
-from kit import Users, admin, admin_cli, fresh, pair
+from dc import keys
+from kit import PASSWORD, Users, admin_cli, fresh, pair, redis_client
 
-CHAT = {"edit_window": 3, "recall_window": 2, "passive_window": 0.3, "typing_interval": 0.5}
+CHAT = {"edit_window": 3, "recall_window": 2, "passive_window": 0.3, "typing_interval": 0.5,
+        "receipts_max_members": 3, "typing_max_members": 3}
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +194,23 @@ def test_read_receipts_cross_gates(cluster, kind):
                  "b's cursor in a's sync")
 
 
+def test_no_read_receipts_past_receipts_max_members(cluster):
+    with Users(cluster) as users:
+        a, b = users.new("a", 0), users.new("b", 1)
+        others = [users.new("c", 0).user, users.new("d", 1).user]
+        group = "g:" + fresh("g")
+        assert a.request("group_create", group=group, members=[b.user, *others])["t"] == "ok"
+        a.send(group, "to four")
+        b.expect("msg", conv=group, seq=1)
+        b.write({"t": "recv", "conv": group, "seq": 1})
+        store = redis_client(cluster)
+        poll_for(lambda: store.hget(keys.cursors(b.user), group) == b"1", 10, "b's cursor stored")
+        assert "read" not in a.request("sync", conv=group, after=0)
+        b.write({"t": "typing", "conv": group})     # after the read on the same path
+        a.expect("typing", conv=group)
+        assert not [x for x in a.backlog if x.get("t") == "read"], a.backlog
+
+
 # -- 3. typing ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["dm", "group", "room"])
 def test_typing_reaches_the_other_members(cluster, kind):
@@ -209,6 +230,22 @@ def test_typing_reaches_the_other_members(cluster, kind):
         again = a.request("typing", conv=conv)
         assert again["code"] == "rate_limited" and again["retry_ms"] > 0, again
         assert [x for x in a.fence(conv) if x.get("t") == "typing"] == []      # no echo
+
+
+def test_no_typing_in_rooms_at_typing_max_members(cluster):
+    with Users(cluster) as users:
+        room = "r:" + fresh("r")
+        a, b, c = users.new("a", 0), users.new("b", 1), users.new("c", 1)
+        for conn in (a, b, c):
+            conn.request("join", room=room)
+        a.write({"t": "typing", "conv": room})          # 3 members: not passed on
+        typed = time.monotonic()
+        c.request("leave", room=room)
+        poll_for(lambda: a.request("room_info", room=room)["members"] == 2, 10, "c's leave to count")
+        poll_for(lambda: time.monotonic() > typed + CHAT["typing_interval"] + 0.1, 10, "the typing interval")
+        a.write({"t": "typing", "conv": room})
+        assert b.expect("typing", conv=room)["user"] == a.user
+        assert not [x for x in b.backlog if x.get("t") == "typing"], b.backlog
 
 
 def test_typing_errors(cluster):
@@ -335,3 +372,65 @@ def test_focus_backfills_exactly_then_goes_live(cluster):
         assert not [s for s in live if s <= history["last_seq"]], (live, history["last_seq"])
         assert viewer.request("focus", room="r:" + fresh("r"))["code"] == "not_member"
         assert viewer.request("join", room=room, mode="lurk")["code"] == "bad_request"
+
+
+# -- the same over WebSocket (JSON text) ---------------------------------------------------------
+class WsUser:
+    """A WebSocket text (JSON) client through websocket-client: requests by rid, the rest kept."""
+
+    def __init__(self, cluster, gate: str):
+        host, port = cluster.ws_addrs[gate]
+        self.ws = websocket.create_connection(f"ws://{host}:{port}/ws", timeout=10)
+        self.rids, self.backlog = itertools.count(1), []
+
+    def request(self, t: str, **fields) -> dict:
+        rid = next(self.rids)
+        self.ws.send(json.dumps({"t": t, "rid": rid, **fields}))
+        return self.take(lambda b: b.get("rid") == rid)
+
+    def take(self, pred) -> dict:
+        for i, body in enumerate(self.backlog):
+            if pred(body):
+                return self.backlog.pop(i)
+        while True:
+            body = json.loads(self.ws.recv())
+            if pred(body):
+                return body
+            self.backlog.append(body)
+
+    def expect(self, t: str, **match) -> dict:
+        return self.take(lambda b: b.get("t") == t and all(b.get(k) == v for k, v in match.items()))
+
+
+def test_every_new_push_over_websocket_json(cluster):
+    with Users(cluster) as users:
+        a = users.new("a", 0)
+        name = fresh("w")
+        assert a.request("register", user=name, password=PASSWORD)["t"] == "ok"
+        assert a.request("presence_sub", users=[name])["users"] == {name: "offline"}
+        w = WsUser(cluster, "gate2")
+        try:
+            welcome = w.request("login", user=name, password=PASSWORD)
+            assert welcome["unread"] == {} and welcome["status"] == {"text": "", "hidden": False}
+            assert a.expect("presence", user=name)["status"] == "online"
+            conv = dm(a.user, name)
+            a.send(conv, "hi")
+            assert w.expect("msg", conv=conv, seq=1)["body"] == "hi"
+            edit(a, conv, 1, "hello")
+            ev = w.expect("msg", conv=conv, seq=2)
+            assert (ev["kind"], ev["ref"], ev["body"]) == ("edit", 1, "hello")
+            a.write({"t": "typing", "conv": conv})
+            assert w.expect("typing", conv=conv)["user"] == a.user
+            w.ws.send(json.dumps({"t": "recv", "conv": conv, "seq": 2}))
+            assert a.expect("read", conv=conv) == {"t": "read", "conv": conv, "user": name, "seq": 2}
+            assert w.request("recall", conv=conv, cid="r1", seq=1)["code"] == "not_sender"
+            room = "r:" + fresh("r")
+            a.request("join", room=room)
+            assert w.request("join", room=room, mode="passive")["t"] == "joined"
+            a.send(room, "to the audience")
+            digest = w.expect("digest", conv=room)
+            assert (digest["from_seq"], digest["to_seq"], digest["count"]) == (1, 1, 1)
+            assert digest["recent"][0]["body"] == "to the audience"
+        finally:
+            w.ws.close()
+        assert a.expect("presence", user=name)["status"] == "offline"
