@@ -81,7 +81,9 @@ class Live:
             s.queue_live(data if s.tcp else s.encode_cached(body, ws))
             self.gate.mark_dirty(s)
             count += 1
-        self.gate.frames_out += count
+        if count:
+            self.gate.frames_out += count
+            self.gate.bus.record("out", None, None, body, count)
 
     def watches(self) -> Watches:
         """Every session's presence_sub list and status, for a center that restarted."""

@@ -82,8 +82,7 @@ class Digests:
         self.timers.pop(room, None)
         self.last[room] = time.monotonic()
         top, recent = self.top.get(room, 0), list(self.recent.get(room, ()))
-        shared: dict = {}            # position -> (framed, {json: ws bytes})
-        gate = self.gate
+        shared: dict = {}            # position -> [body, framed, {json: ws bytes}, sessions]
         for s in list(self.viewers.get(room, {}).values()):
             pos = s.passive.get(room)
             if pos is None or pos >= top or s.closed:
@@ -91,16 +90,23 @@ class Digests:
             if s.blocked and any(sender in s.blocked for _, _, sender in recent):
                 body = self.body(room, pos, top, recent, s.blocked)
                 s.queue_live(s.encode(body))
+                self.written(body, 1)
             else:
                 if pos not in shared:
                     body = self.body(room, pos, top, recent)
-                    shared[pos] = (body, frame(body), {})
-                body, framed, ws = shared[pos]
-                s.queue_live(framed if s.tcp else s.encode_cached(body, ws))
+                    shared[pos] = [body, frame(body), {}, 0]
+                entry = shared[pos]
+                s.queue_live(entry[1] if s.tcp else s.encode_cached(entry[0], entry[2]))
+                entry[3] += 1
             s.passive[room] = top
-            gate.mark_dirty(s)
-            self.sent += 1
-            gate.frames_out += 1
+            self.gate.mark_dirty(s)
+        for body, _framed, _ws, count in shared.values():
+            self.written(body, count)
+
+    def written(self, body: bytes, count: int) -> None:
+        self.sent += count
+        self.gate.frames_out += count
+        self.gate.bus.record("out", None, None, body, count)
 
     @staticmethod
     def body(room: str, pos: int, top: int, recent: list, blocked=()) -> bytes:
