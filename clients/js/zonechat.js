@@ -16,6 +16,12 @@
 // rejoins its rooms and syncs what the time away left out. After `kicked{moving}` (its gate
 // is draining) it reconnects to one of the gates the kick names, at random, after a random
 // wait within the kick's `retry_ms` (`movingPlan`); that gate is its address from then on.
+//
+// The extensions of issue 15 (README.md): `edit`/`recall` are sends (same cid rules, resent
+// the same way); their `msg` events (kind "edit"/"recall", `ref` the target) are ordinary
+// seq'd messages. `typing`, `read`, `presence` and `digest` pushes are events; a digest moves
+// a passive room's seen seq to its `to_seq`; `focus` makes a passive room active again. The
+// presence list and a room's mode are restored after a reconnect.
 
 export const PROTOCOL_VERSION = 1;
 export const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
@@ -27,6 +33,7 @@ const MOVE_WAIT_MAX_MS = 30000;          // the most a moving kick's retry_ms ma
 const MOVE_WAIT_DEFAULT_MS = 1000;       // when the kick carries no usable retry_ms
 const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^\s/:@?#[\]]+):\d{1,5}$/;   // "host:port", "[v6]:port"
 const FATAL_LOGIN = new Set(['auth_failed', 'bad_request']);
+const SEND_TYPES = new Set(['send', 'edit', 'recall']);   // what a SendBook entry may be
 const OPEN = 1;                          // WebSocket.OPEN, the same in browsers and `ws`
 
 export const DEFAULTS = Object.freeze({
@@ -45,6 +52,8 @@ export const DEFAULTS = Object.freeze({
   maxUnacked: 200,         // sends waiting for their ack; past it send() refuses (queue_full)
   maxInflight: 240,        // requests waiting for a reply (the gate allows 256)
   maxHeld: 1000,           // pushes held behind one conversation's hole; past it the newest is re-synced
+  typingMs: 2200,          // typing(): at most one per conversation per this many ms (the server allows one per 2 s)
+  typingWaitMs: 2000,      // how long a `typing` may be refused before it counts as accepted
 });
 
 export const COUNTERS = Object.freeze(['dups', 'gaps', 'missed', 'out_of_order', 'filled', 'lost',
@@ -165,6 +174,17 @@ class Link {
   }
 
   request(t, fields, timeoutMs = this.opts.timeoutMs) {
+    return this.ask(t, fields, timeoutMs, (resolve, reject) => reject(new ZonechatError('timeout', `no reply to ${t}`)));
+  }
+
+  /** A request that is not answered when accepted (`typing`): resolves to null after waitMs
+   * without a reply, to the reply (an error) if one comes first. */
+  fire(t, fields, waitMs) {
+    return this.ask(t, fields, waitMs, (resolve) => resolve(null));
+  }
+
+  /** Write ``t`` with a fresh rid and wait for its reply; ``expired(resolve, reject)`` after waitMs. */
+  ask(t, fields, waitMs, expired) {
     return new Promise((resolve, reject) => {
       if (this.waiters.size >= this.opts.maxInflight) {
         reject(new ZonechatError('queue_full', `${this.waiters.size} requests are waiting for replies`));
@@ -179,8 +199,8 @@ class Link {
       }
       const timer = setTimeout(() => {
         this.waiters.delete(rid);
-        reject(new ZonechatError('timeout', `no reply to ${t}`));
-      }, timeoutMs);
+        expired(resolve, reject);
+      }, waitMs);
       this.waiters.set(rid, { resolve, reject, timer });
     });
   }
@@ -251,11 +271,12 @@ class SendBook {
     return this.pending.get(SendBook.key(conv, cid));
   }
 
-  add(conv, cid, body) {
+  /** t: 'send', or 'edit'/'recall' of message `seq` (the same cid space, the same resends). */
+  add(conv, cid, body, t = 'send', seq = undefined) {
     if (this.pending.size >= this.max) {
       throw new ZonechatError('queue_full', `${this.pending.size} sends are waiting for their ack`);
     }
-    const p = { conv, cid, body, inflight: false, attempts: 0, timer: null };
+    const p = { t, conv, cid, body, seq, inflight: false, attempts: 0, timer: null };
     p.promise = new Promise((resolve, reject) => { p.resolve = resolve; p.reject = reject; });
     p.promise.catch(() => {});        // a refusal nobody awaits must not crash Node
     this.pending.set(SendBook.key(conv, cid), p);
@@ -396,9 +417,15 @@ class Tracker {
   }
 
   /** A `joined` reply. On a rejoin deliver what `recent` adds and sync (or count) the rest. */
-  onJoin(joined) {
+  onJoin(joined, passive = false) {
     const st = this.state(joined.conv);
     const lastSeq = Number.isInteger(joined.last_seq) ? joined.last_seq : 0;
+    if (passive && st.last !== null) {   // a passive room wants digests, not what it missed
+      if (lastSeq > st.last) st.last = lastSeq;
+      st.top = Math.max(st.top, lastSeq);
+      this.absorb(st);
+      return;
+    }
     if (st.last === null) {
       st.last = lastSeq;           // the app has `recent` in the reply
       this.absorb(st);
@@ -417,6 +444,48 @@ class Tracker {
 
   forget(conv) {
     this.convs.delete(conv);
+  }
+
+  /** A passive room's `digest`: seen up to `to_seq` (a from_seq past last + 1 is a gap).
+   * False for a digest that brings nothing new (the caller does not pass it on). */
+  onDigest(d) {
+    const { conv, to_seq: to } = d;
+    if (typeof conv !== 'string' || !Number.isInteger(to)) return false;
+    const st = this.state(conv);
+    this.sinceWelcome.add(conv);
+    if (st.last !== null && to <= st.last) {
+      this.counters.dups += 1;
+      return false;
+    }
+    if (st.last === null) st.last = (Number.isInteger(d.from_seq) ? d.from_seq : to + 1) - 1;
+    if (Number.isInteger(d.from_seq)) this.skip(st, d.from_seq);
+    for (const seq of [...st.held.keys()]) if (seq <= to) st.held.delete(seq);
+    for (const seq of [...st.own]) if (seq <= to) st.own.delete(seq);
+    st.last = to;
+    st.top = Math.max(st.top, to);
+    this.absorb(st);
+    return true;
+  }
+
+  /** The `history` answer of a `focus`: deliver what is above `last` (via 'focus'), then
+   * `last` is the answer's last_seq (a history bounded below it counts as missed). */
+  onFocus(st, history) {
+    const msgs = (history.msgs || []).filter((m) => m && Number.isInteger(m.seq)).sort((a, b) => a.seq - b.seq);
+    const lastSeq = Number.isInteger(history.last_seq) ? history.last_seq : null;
+    if (st.last === null) st.last = msgs.length ? msgs[0].seq - 1 : (lastSeq ?? 0);
+    for (const m of msgs) {
+      if (m.seq <= st.last) continue;
+      const held = st.held.get(m.seq);
+      st.held.delete(m.seq);
+      this.skip(st, m.seq);
+      this.advance(st, held ? held.m : m, held ? held.via : 'focus');
+    }
+    if (lastSeq !== null && lastSeq > st.last) {
+      this.skip(st, lastSeq + 1);
+      st.last = lastSeq;
+    }
+    st.top = Math.max(st.top, st.last);
+    this.absorb(st);
   }
 
   /** A new session: the conversations known before it (for catchUp). */
@@ -556,7 +625,11 @@ class Tracker {
  *  - `state` ({state, reason}): 'offline' | 'connecting' | 'connected' | 'online' | 'reconnecting';
  *  - `welcome` (welcome): every login, reconnects included;
  *  - `kicked` ({reason, reconnect}); `gap` ({conv, first, last, count, durable}): seqs given up;
- *  - `error` (ZonechatError, {during: 'push'|'sync'|'join'}): not the answer to a call of yours. */
+ *  - `error` (ZonechatError, {during: 'push'|'sync'|'join'|'presence'}): not the answer to a call of yours;
+ *  - `read` ({conv, user, seq}): another member's read cursor moved (small DMs and groups);
+ *  - `typing` ({conv, user}): someone is typing there (show it for ~3 s);
+ *  - `presence` ({user, status, text}, {via: 'sub'|'push'}): a watched user's state;
+ *  - `digest` (digest): what a passive room got: {conv, from_seq, to_seq, count, recent}. */
 export class ZonechatClient extends Emitter {
   constructor(options = {}) {
     super();
@@ -582,6 +655,11 @@ export class ZonechatClient extends Emitter {
     this.recvDirty = new Set();
     this.cidPrefix = randomHex(6);
     this.cidCount = 0;
+    this.roomModes = new Map();      // room -> 'passive' (rejoined so); absent: active
+    this.watching = [];              // the presence_sub list, sent again after a reconnect
+    this.presence = new Map();       // user -> {status, text} of the watched users
+    this.reads = new Map();          // conv -> Map(user -> seq): the members' read cursors
+    this.typingSent = new Map();     // conv -> when typing() last went out (ms)
   }
 
   newTracker() {
@@ -600,11 +678,29 @@ export class ZonechatClient extends Emitter {
 
   /** The sends waiting for their ack, oldest first: {conv, cid, body, attempts}. */
   get unacked() {
-    return [...this.book.pending.values()].map(({ conv, cid, body, attempts }) => ({ conv, cid, body, attempts }));
+    return [...this.book.pending.values()].map(({ t, conv, cid, body, seq, attempts }) => (
+      t === 'send' ? { conv, cid, body, attempts } : { t, conv, cid, body, seq, attempts }));
   }
 
   lastSeen(conv) {
     return this.track.lastSeen(conv);
+  }
+
+  /** The read cursor of `user` in conv from `read` pushes and sync answers (0: none known). */
+  readSeq(conv, user) {
+    return this.reads.get(conv)?.get(user) ?? 0;
+  }
+
+  noteRead(conv, user, seq) {
+    if (typeof conv !== 'string' || typeof user !== 'string' || !Number.isInteger(seq)) return false;
+    let map = this.reads.get(conv);
+    if (!map) {
+      map = new Map();
+      this.reads.set(conv, map);
+    }
+    if ((map.get(user) ?? 0) >= seq) return false;
+    map.set(user, seq);
+    return true;
   }
 
   newCid() {
@@ -780,30 +876,141 @@ export class ZonechatClient extends Emitter {
     this.book.rejectAll(err);
     this.track = this.newTracker();
     this.rooms.clear();
+    this.roomModes.clear();
     this.recvDirty.clear();
     this.welcome = null;
+    this.watching = [];
+    this.presence.clear();
+    this.reads.clear();
+    this.typingSent.clear();
   }
 
   ping() {
     return this.call('ping');
   }
 
-  /** The `history` reply; the bookkeeping is not touched. */
-  sync(conv, after, limit = undefined) {
-    return this.call('sync', limit === undefined ? { conv, after } : { conv, after, limit });
+  /** The `history` reply; the bookkeeping is not touched (but `history.read`, the members'
+   * read cursors, is kept for readSeq). */
+  async sync(conv, after, limit = undefined) {
+    const history = await this.call('sync', limit === undefined ? { conv, after } : { conv, after, limit });
+    this.noteReads(conv, history);
+    return history;
   }
 
-  async join(room) {
-    const joined = await this.call('join', { room });
+  noteReads(conv, history) {
+    const read = history && history.read;
+    if (!read || typeof read !== 'object') return;
+    for (const [user, seq] of Object.entries(read)) this.noteRead(conv, user, seq);
+  }
+
+  /** Join a room; mode 'passive': no live `msg`s, a `digest` at most once a second instead
+   * (focus() makes it active). The mode is kept for the rejoin after a reconnect. */
+  async join(room, { mode } = {}) {
+    const joined = await this.call('join', mode ? { room, mode } : { room });
+    const passive = mode === 'passive';
+    const had = this.rooms.has(room);
     this.rooms.add(room);
-    this.track.onJoin({ ...joined, conv: room });
+    if (passive) this.roomModes.set(room, 'passive');
+    else this.roomModes.delete(room);
+    this.track.onJoin({ ...joined, conv: room }, passive && had);
     return joined;
   }
 
   async leave(room) {
     this.rooms.delete(room);
+    this.roomModes.delete(room);
     this.track.forget(room);
     return this.call('leave', { room });
+  }
+
+  /** A passive room active again: resolves to the `history` of what came after `after`
+   * (default: what its last digest covered); those above lastSeen are also `msg` events
+   * (via 'focus'), then live pushes follow. */
+  async focus(room, after = undefined) {
+    const st = this.track.state(room);
+    const track = this.track;
+    const mine = !st.filling;          // hold live pushes until the answer is in
+    if (mine) st.filling = true;
+    try {
+      const history = await this.call('focus', after === undefined ? { room } : { room, after });
+      this.roomModes.delete(room);
+      if (track === this.track) track.onFocus(st, history);
+      return history;
+    } finally {
+      if (mine && track === this.track) track.endFill(st);
+    }
+  }
+
+  /** "I am typing in conv": at most one per conversation per typingMs (false when skipped or
+   * offline, true when sent); rejects with the refusal (not_member, rate_limited, ...). */
+  async typing(conv) {
+    const now = Date.now();
+    if (!this.online || !this.link) return false;
+    if (now - (this.typingSent.get(conv) ?? -Infinity) < this.opts.typingMs) return false;
+    if (this.typingSent.size > 100) {
+      for (const [c, at] of this.typingSent) if (now - at >= this.opts.typingMs) this.typingSent.delete(c);
+    }
+    this.typingSent.set(conv, now);
+    let reply;
+    try {
+      reply = await this.link.fire('typing', { conv }, this.opts.typingWaitMs);
+    } catch (err) {
+      if (err.code === 'disconnected') return false;
+      throw err;
+    }
+    if (reply && reply.t === 'error') throw ZonechatError.fromReply(reply);
+    return true;
+  }
+
+  /** Watch these users' presence (replaces the list; [] stops). Resolves to the `presence`
+   * reply {users: {name: status}, texts}; each user is also a `presence` event (via 'sub').
+   * The list is sent again after every reconnect. */
+  async presenceSub(users) {
+    const list = [...new Set(users)];
+    const reply = await this.call('presence_sub', { users: list });
+    this.watching = list;
+    this.onPresenceReply(reply);
+    return reply;
+  }
+
+  onPresenceReply(reply) {
+    const states = reply.users && typeof reply.users === 'object' ? reply.users : {};
+    const texts = reply.texts && typeof reply.texts === 'object' ? reply.texts : {};
+    for (const user of [...this.presence.keys()]) if (!this.watching.includes(user)) this.presence.delete(user);
+    for (const [user, status] of Object.entries(states)) {
+      const p = { user, status: String(status), text: typeof texts[user] === 'string' ? texts[user] : '' };
+      this.presence.set(user, { status: p.status, text: p.text });
+      this.emit('presence', p, { via: 'sub' });
+    }
+  }
+
+  onPresencePush(body) {
+    if (typeof body.user !== 'string') return;
+    const before = this.presence.get(body.user);
+    const text = typeof body.text === 'string' ? body.text : (body.text === null ? '' : before?.text ?? '');
+    const p = { user: body.user, status: String(body.status), text };
+    this.presence.set(body.user, { status: p.status, text });
+    this.emit('presence', p, { via: 'push' });
+  }
+
+  async resubscribe() {
+    const list = this.watching;
+    if (!list.length) return;
+    try {
+      const reply = await this.call('presence_sub', { users: list });
+      if (list === this.watching) this.onPresenceReply(reply);
+    } catch (err) {
+      if (err.code !== 'disconnected') this.emit('error', err, { during: 'presence' });
+    }
+  }
+
+  /** Own status text (<= 64 bytes) and/or hidden (everyone sees "offline"); kept with the
+   * account. Resolves to `ok`. */
+  setStatus({ text, hidden } = {}) {
+    const fields = {};
+    if (text !== undefined) fields.text = text;
+    if (hidden !== undefined) fields.hidden = Boolean(hidden);
+    return this.call('set_status', fields);
   }
 
   /** Tell the server the user has conv up to seq (no reply); autoRecv does it by itself. */
@@ -816,12 +1023,30 @@ export class ZonechatClient extends Emitter {
   /** Resolves to the `ack`, rejects with the refusal. Until then the send is in `unacked`
    * and is resent with its cid after a reconnect, a timeout or `unavailable`. */
   send(conv, body, { cid } = {}) {
+    return this.sendAs('send', conv, body, undefined, cid);
+  }
+
+  /** Replace the body of own message `seq` (within chat.edit_window): resolves to the ack of
+   * the edit event (its own seq), like send (same cid rules, resent after any doubt). */
+  edit(conv, seq, body, { cid } = {}) {
+    return this.sendAs('edit', conv, body, seq, cid);
+  }
+
+  /** Remove own message `seq` (within chat.recall_window): resolves to the event's ack. */
+  recall(conv, seq, { cid } = {}) {
+    return this.sendAs('recall', conv, null, seq, cid);
+  }
+
+  sendAs(t, conv, body, seq, cid) {
+    if (t !== 'send' && !Number.isInteger(seq)) {
+      return Promise.reject(new ZonechatError('bad_request', `${t}: seq must be a message's seq`));
+    }
     const id = cid ?? this.newCid();
     const known = this.book.get(conv, id);
     if (known) return known.promise;
     let p;
     try {
-      p = this.book.add(conv, id, body);
+      p = this.book.add(conv, id, body, t, seq);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -842,7 +1067,10 @@ export class ZonechatClient extends Emitter {
     if (!this.online || p.inflight || !this.book.has(p)) return;   // resent after the next login
     p.inflight = true;
     p.attempts += 1;
-    this.request('send', { conv: p.conv, cid: p.cid, body: p.body })
+    const fields = { conv: p.conv, cid: p.cid };
+    if (p.t !== 'recall') fields.body = p.body;
+    if (p.t !== 'send') fields.seq = p.seq;
+    this.request(SEND_TYPES.has(p.t) ? p.t : 'send', fields)
       .then((reply) => this.sendReplied(p, reply), (err) => this.sendFailed(p, err));
   }
 
@@ -877,6 +1105,16 @@ export class ZonechatClient extends Emitter {
       this.onWelcome(body);
     } else if (body.t === 'kicked') {
       this.onKicked(body);
+    } else if (body.t === 'read') {
+      if (this.noteRead(body.conv, body.user, body.seq)) this.emit('read', { conv: body.conv, user: body.user, seq: body.seq });
+    } else if (body.t === 'typing') {
+      if (typeof body.conv === 'string' && typeof body.user === 'string' && body.rid === undefined) {
+        this.emit('typing', { conv: body.conv, user: body.user });
+      }
+    } else if (body.t === 'presence') {
+      if (typeof body.rid !== 'number') this.onPresencePush(body);   // a reply: presenceSub's
+    } else if (body.t === 'digest') {
+      if (this.track.onDigest(body)) this.emit('digest', body);
     } else if (body.t === 'error' && body.rid === undefined) {
       this.emit('error', ZonechatError.fromReply(body), { during: 'push' });
     }
@@ -901,6 +1139,7 @@ export class ZonechatClient extends Emitter {
       this.writeSend(p);
     }
     for (const room of this.rooms) this.rejoin(room);
+    this.resubscribe();
     const convs = body.convs && typeof body.convs === 'object' ? { ...body.convs } : {};
     this.catchUp(convs, known);
   }
@@ -929,9 +1168,10 @@ export class ZonechatClient extends Emitter {
   }
 
   async rejoin(room) {
+    const passive = this.roomModes.get(room) === 'passive';
     try {
-      const joined = await this.call('join', { room });
-      if (this.rooms.has(room)) this.track.onJoin({ ...joined, conv: room });
+      const joined = await this.call('join', passive ? { room, mode: 'passive' } : { room });
+      if (this.rooms.has(room)) this.track.onJoin({ ...joined, conv: room }, passive);
     } catch (err) {
       if (err.code !== 'disconnected') this.emit('error', err, { during: 'join' });
     }

@@ -8,6 +8,9 @@ let current = null;          // the conversation on screen
 let renderTimer = null;
 let stickToBottom = false;   // the person just sent or opened a conversation
 let pinned = true;           // the message list is scrolled to its end (kept on resizes)
+let editing = null;          // {conv, seq}: the send box edits that own message
+let typingTimer = null;      // hides "X is typing…" when it runs out
+let friendsDirty = false;
 const dirty = new Set();
 const SHORT = { rate_limited: 'too fast', muted: 'you are muted', not_member: 'not a member',
   bad_conv: 'no such user', too_large: 'too long' };
@@ -38,6 +41,11 @@ const ui = {
   },
   loggedOut(text) {
     current = null;
+    endEdit();
+    renderTyping();
+    $('friends').replaceChildren();
+    $('my-status').value = '';
+    $('appear-offline').checked = false;
     members.watch(null);
     roomLines.clear();
     notices.hide();
@@ -61,6 +69,13 @@ const ui = {
   sys(m) {
     $('sys-text').textContent = bodyText(m.body);
     $('sys-banner').hidden = false;
+  },
+  typing(convId) {
+    if (convId === current) renderTyping();
+  },
+  friends() {
+    friendsDirty = true;
+    scheduleRender();
   },
 };
 
@@ -235,6 +250,61 @@ function render() {
   renderConvs();
   if (current !== null && (dirty.has(current) || dirty.has(null))) renderMessages();
   dirty.clear();
+  if (friendsDirty) renderFriends();
+  friendsDirty = false;
+}
+
+/** "X is typing…" under the conversation while a typing push of it is fresh (~3 s). */
+function renderTyping() {
+  clearTimeout(typingTimer);
+  typingTimer = null;
+  const box = $('typing');
+  const c = current === null ? null : client.convs.get(current);
+  const who = c ? c.typers() : [];
+  if (!who.length) {
+    box.hidden = true;
+    box.textContent = '';
+    return;
+  }
+  if (who.length === 1) box.textContent = `${who[0]} is typing…`;
+  else if (who.length === 2) box.textContent = `${who[0]} and ${who[1]} are typing…`;
+  else box.textContent = `${who.length} people are typing…`;
+  box.hidden = false;
+  const next = Math.min(...c.typing.values()) - Date.now();
+  typingTimer = setTimeout(renderTyping, Math.max(50, next + 20));
+}
+
+/** The friends with a presence dot (online / offline / not known yet) and their status text. */
+function renderFriends() {
+  const items = client.friends.map((name) => {
+    const { status, text } = client.presenceOf(name);
+    const li = document.createElement('li');
+    li.dataset.user = name;
+    li.dataset.status = status;
+    const dot = document.createElement('span');
+    dot.className = 'dot';
+    dot.title = status;
+    const who = document.createElement('span');
+    who.className = 'name';
+    who.textContent = name;
+    const note = document.createElement('span');
+    note.className = 'status-text';
+    note.textContent = text || '';
+    const drop = document.createElement('button');
+    drop.type = 'button';
+    drop.className = 'unfriend';
+    drop.textContent = '×';
+    drop.setAttribute('aria-label', `Remove ${name} from friends`);
+    drop.onclick = (ev) => { ev.stopPropagation(); client.removeFriend(name); };
+    const label = document.createElement('span');
+    label.className = 'who';
+    label.append(who, note);
+    li.append(dot, label, drop);
+    li.title = `${name}: ${status}${text ? ` — ${text}` : ''}`;
+    li.onclick = () => { if (name !== client.user) select(dmConv(client.user, name)); };
+    return li;
+  });
+  $('friends').replaceChildren(...items);
 }
 
 function renderConvs() {
@@ -275,9 +345,68 @@ function messageItem(m, extra) {
   from.textContent = m.from;
   const body = document.createElement('span');
   body.className = 'body';
-  body.textContent = bodyText(m.body);
+  body.textContent = m.recalled ? 'message removed' : bodyText(m.body);
   li.append(meta, ' ', from, ' ', body);    // the spaces let a long body start on its own line
+  if (m.recalled) {
+    li.classList.add('recalled');
+    return li;
+  }
+  if (m.edited) {
+    const mark = document.createElement('span');
+    mark.className = 'edited';
+    mark.textContent = 'edited';
+    if (typeof m.edited === 'number') mark.title = `edited ${clock(m.edited)}`;
+    li.append(' ', mark);
+  }
+  if (m.from !== client.user || !Number.isInteger(m.seq) || m.conv === 'sys') return li;
+  if (m.conv.startsWith('d:')) {
+    const read = m.seq <= client.readBy(m.conv);
+    const tick = document.createElement('span');
+    tick.className = read ? 'tick read' : 'tick';
+    tick.textContent = read ? '✓✓' : '✓';
+    tick.title = read ? 'read' : 'sent';
+    tick.setAttribute('aria-label', tick.title);
+    li.append(' ', tick);
+  }
+  li.append(actions(m));
   return li;
+}
+
+/** Edit and Remove buttons of an own message (shown on hover or focus). */
+function actions(m) {
+  const box = document.createElement('span');
+  box.className = 'actions';
+  const edit = document.createElement('button');
+  edit.type = 'button';
+  edit.className = 'act edit-btn';
+  edit.textContent = 'Edit';
+  edit.onclick = () => startEdit(m);
+  const recall = document.createElement('button');
+  recall.type = 'button';
+  recall.className = 'act recall-btn';
+  recall.textContent = 'Remove';
+  recall.title = 'Remove for everyone';
+  recall.onclick = () => {
+    if (editing && editing.conv === m.conv && editing.seq === m.seq) endEdit(true);
+    client.change(m.conv, m.seq);
+  };
+  box.append(edit, recall);
+  return box;
+}
+
+function startEdit(m) {
+  editing = { conv: m.conv, seq: m.seq };
+  $('text').value = bodyText(m.body);
+  $('edit-bar').hidden = false;
+  $('send-btn').textContent = 'Save';
+  $('text').focus();
+}
+
+function endEdit(clear = false) {
+  if (editing && clear) $('text').value = '';
+  editing = null;
+  $('edit-bar').hidden = true;
+  $('send-btn').textContent = 'Send';
 }
 
 function pendingItem(e) {
@@ -374,6 +503,7 @@ function renderMessages(id = current) {
 
 /** Show conversation id; `count` is a room's member count when the caller has one. */
 function select(id, count) {
+  if (editing && editing.conv !== id) endEdit(true);
   current = id;
   stickToBottom = true;
   client.conv(id);
@@ -384,6 +514,7 @@ function select(id, count) {
   ui.status($('status').dataset.state);
   dirty.add(id);
   scheduleRender();
+  renderTyping();
   client.fill(client.conv(id));
 }
 
@@ -461,7 +592,9 @@ $('leave-btn').addEventListener('click', async () => {
   const room = current;
   roomLines.note(room, 'leave', client.conv(room).top);
   renderMessages(room);
+  endEdit(true);
   current = null;
+  renderTyping();
   members.watch(null);
   $('conv-title').textContent = `${title(room)} (left)`;
   $('leave-btn').hidden = true;
@@ -484,8 +617,54 @@ $('send-form').addEventListener('submit', (ev) => {
   const text = $('text').value;
   if (!text.trim() || current === null) return;
   $('text').value = '';
+  if (editing && editing.conv === current) {
+    const { conv, seq } = editing;
+    endEdit();
+    client.change(conv, seq, text);
+    return;
+  }
   stickToBottom = true;
   client.send(current, text);
+});
+
+// "typing…" to the others while the person types: the client sends one per 2 s at most; a
+// keystroke in between asks for one more at the end of those 2 s (if the text is still there).
+let typingLater = null;
+function typed() {
+  if (current === null || editing || !$('text').value.trim()) return;
+  const conv = current;
+  client.typing(conv).then((sent) => {
+    if (sent !== false || typingLater !== null || !client.loggedIn || client.typingWait(conv) === 0) return;
+    typingLater = setTimeout(() => {
+      typingLater = null;
+      if (current === conv) typed();
+    }, client.typingWait(conv) + 20);
+  });
+}
+$('text').addEventListener('input', typed);
+$('text').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && editing) endEdit(true);
+});
+$('edit-cancel').addEventListener('click', () => endEdit(true));
+
+$('friend-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const name = $('friend-name').value.trim();
+  if (!NAME_RE.test(name) || name === client.user) {
+    notices.text(name === client.user ? 'Pick someone other than yourself.' : explain({ code: 'bad_name' }));
+    return;
+  }
+  if (await client.addFriend(name)) $('friend-name').value = '';
+});
+
+$('status-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  if (await client.setStatus({ text: $('my-status').value.trim() })) $('my-status').blur();
+});
+
+$('appear-offline').addEventListener('change', async () => {
+  const box = $('appear-offline');
+  if (!(await client.setStatus({ hidden: box.checked }))) box.checked = !box.checked;
 });
 
 // A reload keeps the session (the token lives in this tab's sessionStorage).

@@ -23,6 +23,10 @@ const EXPLAIN = {
   filtered: 'Your message contains words this server does not allow.',
   too_many_rooms: 'You are in too many rooms. Leave one first.',
   too_many_connections: 'Too many connections from your address. Try again later.',
+  not_found: 'That message is no longer there.',
+  not_sender: 'You can only change your own messages.',
+  too_late: 'That message is too old to change now.',
+  bad_request: 'The server did not understand that request.',
 };
 
 // unit, its size in ms, and from how much on it is used (under 2 hours: minutes, and so on)

@@ -93,6 +93,41 @@ class ChatPage:
     def bodies(self):
         return self.page.locator("#messages li.msg:not(.pending):not(.failed) .body")
 
+    def message(self, seq: int):
+        """The row of the conversation's message ``seq``."""
+        return self.page.locator(f"#messages li.msg[data-seq='{seq}']")
+
+    def conv_item(self, conv: str):
+        return self.page.locator(f"#convs li[data-conv='{conv}']")
+
+    def edit(self, seq: int, text: str) -> None:
+        """Edit own message ``seq`` with its Edit button (shown on hover)."""
+        row = self.message(seq)
+        row.hover()
+        row.locator(".edit-btn").click()
+        self.page.fill("#text", text)
+        self.page.press("#text", "Enter")
+
+    def recall(self, seq: int) -> None:
+        """Remove own message ``seq`` for everyone with its Remove button."""
+        row = self.message(seq)
+        row.hover()
+        row.locator(".recall-btn").click()
+
+    def add_friend(self, name: str) -> None:
+        self.open_drawer()
+        self.page.fill("#friend-name", name)
+        self.page.click("#friend-btn")
+
+    def friend(self, name: str):
+        """The friends list's row of ``name`` (its data-status: online, offline or unknown)."""
+        return self.page.locator(f"#friends li[data-user='{name}']")
+
+    def set_status(self, text: str) -> None:
+        self.open_drawer()
+        self.page.fill("#my-status", text)
+        self.page.click("#status-btn")
+
     def seqs(self) -> list[int]:
         return [int(s) for s in self.page.locator("#messages li.msg[data-seq]").evaluate_all(
             "els => els.map(e => e.dataset.seq)")]
