@@ -106,22 +106,19 @@ class CpuMeter:
 
     def __init__(self, cluster: BenchCluster):
         self.procs = [psutil.Process(p) for p in cluster.pids().values()]
+        self.helpers: list = []        # generator subprocesses (W1 past --per-process)
         self.mark()
 
-    @staticmethod
-    def _self() -> float:
+    def add_generator(self, pid: int) -> None:
+        """Count a generator subprocess in ``generator_busy`` (from the next mark)."""
+        self.helpers.append(psutil.Process(pid))
+
+    def _self(self) -> float:
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        return ru.ru_utime + ru.ru_stime
+        return ru.ru_utime + ru.ru_stime + _cpu_of(self.helpers)
 
     def _server(self) -> float:
-        total = 0.0
-        for p in self.procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return _cpu_of(self.procs)
 
     def mark(self) -> None:
         self.t0, self.s0, self.g0 = time.monotonic(), self._server(), self._self()
@@ -130,6 +127,18 @@ class CpuMeter:
         wall = time.monotonic() - self.t0
         return {"wall": wall, "server_busy": (self._server() - self.s0) / wall,
                 "generator_busy": (self._self() - self.g0) / wall}
+
+
+def _cpu_of(procs) -> float:
+    """User + system seconds of the processes still alive."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def provision(cfg, names: list[str]) -> dict:
@@ -185,9 +194,12 @@ class FrameCounter:
         self.need, self.head = 0, data[pos:end]
 
 
-def login_lean(sock, user: str, token: str, room: str | None = None, tries: int = 30) -> dict:
+def login_lean(sock, user: str, token: str, room: str | None = None, tries: int = 30,
+               mode: str | None = None, joined: dict | None = None) -> dict:
     """Log in (and join) on a plain blocking socket; returns the welcome. A login answered
-    ``unavailable`` (the login role is busy) is tried again after its retry_ms."""
+    ``unavailable`` (the login role is busy) is tried again after its retry_ms. ``mode``
+    ("passive" / "active") goes into the join; the ``joined`` reply is copied into the
+    ``joined`` dict when one is given (a passive viewer's digests start after its last_seq)."""
     reader = FrameReader(1 << 21)
     for attempt in range(tries):
         try:
@@ -198,7 +210,12 @@ def login_lean(sock, user: str, token: str, room: str | None = None, tries: int 
                 raise
             time.sleep(0.5 + random.random() * min(5.0, 0.5 * attempt))
     if room:
-        _request(sock, reader, {"t": "join", "rid": 2, "room": room})
+        join = {"t": "join", "rid": 2, "room": room}
+        if mode is not None:
+            join["mode"] = mode
+        reply = _request(sock, reader, join)
+        if joined is not None:
+            joined.update(reply)
     return welcome
 
 
