@@ -50,7 +50,7 @@ test: $(STAMP)
 # ZONECHAT_FAULT_SEED=N repeats a run's fault order. Then the DM, group and room suites
 # again, each module's cluster on a Redis Cluster of its own (Debian's redis-server 7).
 CLUSTER_SUITES := tests/integration/test_direct_messages.py tests/integration/test_dm_guarantees.py \
-	tests/integration/test_groups.py tests/integration/test_rooms.py
+	tests/integration/test_groups.py tests/integration/test_rooms.py tests/integration/test_chat_features.py
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -s -m slow tests/
 	ZONECHAT_TEST_REDIS=cluster $(PY) -m pytest -q $(CLUSTER_SUITES)

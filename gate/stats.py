@@ -7,7 +7,8 @@ sessions open or closed: ``closed_dropped`` keeps those of closed sessions), ``h
 ``kicks`` by reason, ``timeouts`` and ``refused_per_ip`` (connections past
 ``gate.max_connections_per_ip``). Current sizes: ``sessions`` (connections),
 ``users`` (logged in), ``ws_sessions``, ``rooms`` (rooms with local members),
-``room_members`` and ``pending`` (requests awaiting a reply).
+``room_members``, ``passive_viewers`` (of them, passive: gate/passive.py), ``digests``
+(digest frames written) and ``pending`` (requests awaiting a reply).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def counters(gate) -> dict:
         "sessions": len(sessions), "users": len(gate.users),
         "ws_sessions": sum(1 for s in sessions if not s.tcp),
         "rooms": len(members), "room_members": sum(len(m) for m in members.values()),
+        "passive_viewers": sum(len(v) for v in gate.rooms.digests.viewers.values()),
+        "digests": gate.rooms.digests.sent,
         "frames_in": gate.frames_in, "frames_out": gate.frames_out,
         "live_dropped": gate.closed_dropped + sum(s.dropped for s in sessions),
         "held_dropped": gate.stats["held_dropped"], "timeouts": gate.stats["timeouts"],
@@ -47,12 +50,14 @@ def metrics(gate, fam) -> None:
     fam.gauge("users", "logged-in users", c["users"])
     fam.gauge("websocket_sessions", "WebSocket connections", c["ws_sessions"])
     fam.gauge("rooms", "rooms with a member on this gate", c["rooms"])
+    fam.gauge("passive_viewers", "room members watching passively (one digest per window)", c["passive_viewers"])
     fam.gauge("requests_pending", "requests forwarded and awaiting their answer", c["pending"])
     fam.gauge("draining", "1 while zonechat drain moves this gate's sessions away", int(gate.draining))
     fam.counter("frames_in", "client frames decoded", c["frames_in"])
     fam.counter("frames_out", "frames queued for clients", c["frames_out"])
     fam.counter("deliveries", "messages queued for clients: DMs, group, room and sys pushes, replay",
                 gate.frames_out - gate.replies)
+    fam.counter("digests", "digests written to passive room viewers", c["digests"])
     fam.counter("dropped", "frames not delivered, by policy: live (room/sys to a slow reader), "
                 "held (live DMs past the replay bound, filled later)",
                 {"live": c["live_dropped"], "held": c["held_dropped"]}, label="policy")
