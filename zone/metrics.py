@@ -18,6 +18,8 @@ def metrics(zone, fam) -> None:
     fam.gauge("queue", "requests waiting for the next tick", len(zone.queue))
     fam.gauge("slots", "conversation slots this zone owns", len(zone.table.slots_of(zone.name)))
     fam.counter("fenced", "stores refused because the slot moved to another zone", zone.fenced)
+    fam.counter("live_dropped", "group read receipts and typing dropped at a full queue (zone/live.py)",
+                zone.live.dropped)
     bus_families(fam, zone.bus)
 
 

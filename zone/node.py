@@ -93,7 +93,7 @@ class ZoneNode(Node):
     def ops_counters(self) -> dict:
         """This zone's report to center's operator view (``cluster/stats.py``)."""
         return {"slots": len(self.table.slots_of(self.name)), "table": self.table.version,
-                "fenced": self.fenced, "stored": sum(self.stored.values()),
+                "fenced": self.fenced, "stored": sum(self.stored.values()), "live_dropped": self.live.dropped,
                 "errors": dict(self.errors), "queue": len(self.queue), **bus_counters(self.bus)}
 
     def metrics(self, fam) -> None:
