@@ -295,10 +295,18 @@ def test_presence_pushes_go_on_after_a_center_restart(cluster):
     with Users(cluster) as users:
         a = users.new("a", 0)
         b = users.new("b", 1, login=False)
+        away, plain = users.new("c", 1), users.new("d", 0)      # online across the restart
+        assert away.request("set_status", text="afk")["t"] == "ok"
         assert a.request("presence_sub", users=[b.user])["users"] == {b.user: "offline"}
         cluster.restart("center1")
         poll_for(lambda: a.request("room_info", room="r:" + fresh("r"))["t"] == "room_info", 30,
                  "center to answer again")
+        wanted = {"t": "presence", "users": {away.user: "online", plain.user: "online"},
+                  "texts": {away.user: "afk"}}
+        poll_for(lambda: {k: v for k, v in a.request("presence_sub", users=[away.user, plain.user]).items()
+                          if k != "rid"} == wanted, 15, "the gates' sessions and statuses back at center",
+                 interval=1.0)
+        assert a.request("presence_sub", users=[b.user])["users"] == {b.user: "offline"}
         b.login(b.user)
         assert a.expect("presence", user=b.user, timeout=20)["status"] == "online"
         b.close()
