@@ -38,8 +38,12 @@ class Watchers:
 
     def answer(self, targets) -> dict:
         users = {t: self.state_of(t) for t in targets}
-        texts = {t: self.status[t][0] for t in targets if users[t] == "online" and self.status[t][0]}
+        texts = {t: self.text_of(t) for t in targets if users[t] == "online" and self.text_of(t)}
         return {"t": "presence", "users": users, "texts": texts}
+
+    def text_of(self, user: str) -> str:
+        """An online user's status text ("" when none, or not told since a center restart)."""
+        return self.status.get(user, ("", False))[0]
 
     # -- subscriptions ----------------------------------------------------------------------
     def watch(self, user: str, sid: int, targets) -> None:
