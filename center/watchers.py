@@ -64,8 +64,10 @@ class Watchers:
                     del self.watchers[t]
 
     def on_watch(self, env) -> None:
-        """presence_sub: replace the session's list, answer the targets' states."""
-        self.watch(env.user, env.sid, env.users)
+        """presence_sub: replace the session's list (unless a newer session of the user
+        replaced this one meanwhile), answer the targets' states."""
+        if self.center.presence.get(env.user) == (env.gate, env.sid):
+            self.watch(env.user, env.sid, env.users)
         self.center.bus.send(env.gate, Rep(env.req, packb(self.answer(env.users))))
 
     def on_watches(self, env) -> None:
@@ -93,29 +95,30 @@ class Watchers:
             self.push(user, "offline")
 
     def on_status(self, env) -> None:
-        """set_status: stored with the account (a greenlet: Redis is not waited for in a
-        bus handler), then answered and pushed."""
-        gevent.spawn(self._set_status, env)
-
-    def _set_status(self, env) -> None:
+        """set_status: applied and pushed here, in arrival order (two quick ones both
+        count); stored with the account from a greenlet (Redis is not waited for in a bus
+        handler, and only the fields given are written), answered once stored."""
         old_text, old_hidden = self.status.get(env.user, ("", False))
         text = old_text if env.text is None else env.text
         hidden = old_hidden if env.hidden is None else bool(env.hidden)
-        try:
-            self.center.store.set_status(env.user, text, hidden)
-        except StoreUnavailable:
-            self.center.bus.send(env.gate, Rep(env.req, error("unavailable", "storage is unavailable; retry",
-                                                              retry_ms=1000)))
-            return
         was = self.visible(env.user)
         if env.user in self.center.presence:
             self.status[env.user] = (text, hidden)
-        self.center.bus.send(env.gate, Rep(env.req, OK))
         now = self.visible(env.user)
         if was and not now:
             self.push(env.user, "offline")
         elif now and (not was or text != old_text):
             self.push(env.user, "online", text)
+        gevent.spawn(self._store_status, env)
+
+    def _store_status(self, env) -> None:
+        try:
+            self.center.store.set_status(env.user, env.text, env.hidden)
+        except StoreUnavailable:
+            self.center.bus.send(env.gate, Rep(env.req, error("unavailable", "storage is unavailable; retry",
+                                                              retry_ms=1000)))
+            return
+        self.center.bus.send(env.gate, Rep(env.req, OK))
 
     def push(self, target: str, state: str, text: str = "") -> None:
         """``presence{user, status, text?}`` to every watcher's session, one notify per gate."""

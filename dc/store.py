@@ -398,9 +398,12 @@ class Store:
     def set_password(self, name: str, pwhash: str) -> None:
         self._link.run(Redis.hset, keys.user(name), "pw", pwhash)
 
-    def set_status(self, name: str, text: str, hidden: bool) -> None:
-        """A user's presence status, kept with the account (fields ``st`` and ``hid``)."""
-        self._link.run(lambda r: r.hset(keys.user(name), mapping={"st": text, "hid": "1" if hidden else ""}))
+    def set_status(self, name: str, text: str | None, hidden: bool | None) -> None:
+        """A user's presence status, kept with the account (fields ``st`` and ``hid``);
+        None leaves that field as it is."""
+        fields = {k: v for k, v in (("st", text), ("hid", None if hidden is None else "1" if hidden else ""))
+                  if v is not None}
+        self._link.run(lambda r: r.hset(keys.user(name), mapping=fields))
 
     def read_positions(self, wanted: list) -> list[dict]:
         """For each (conv, members): {member: delivered cursor} (0 for none), one pipeline."""

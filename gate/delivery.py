@@ -73,6 +73,7 @@ class Delivery:
         welcome = unpackb(env.body)
         status = welcome.get("status") or {}
         s.status = (status.get("text", ""), bool(status.get("hidden")))
+        s.read_sent = dict(welcome.get("read") or {})       # read pushes never go back
         # sys messages up to the welcome's are history, not news: held ones above it follow
         s.seen["sys"] = s.room_floor["sys"] = welcome.get("convs", {}).get("sys", 0)
         gate.reply(s, with_rid(env.body, p.rid), logged=with_rid(packb(dict(welcome, token="***")), p.rid))

@@ -223,6 +223,8 @@ def on_focus(gate, s, msg, rid):
     if not s.bucket.take():                 # a backfill costs like a send
         raise Refused("rate_limited", "too many requests; slow down")
     position = gate.rooms.activate(s, room)
+    if position is not None:
+        s.focus_from[room] = position       # passive again there if the focus fails
     if after is None:
         after = position if position is not None else NOTHING_BEFORE
     s.room_hold.setdefault(room, [])

@@ -28,6 +28,7 @@ from gate.handlers import need, need_conv
 from gate.limits import Window
 
 PRESENCE_LIMIT = (20, 60.0)     # presence_sub + set_status per session: 20 in any 60 s
+TYPING_LIMIT = (10, 1.0)        # typing per session, all conversations: 10 in any second
 STATUS_MAX = 64                 # bytes of a status text
 TYPED_MAX = 64                  # conversations whose last typing a session remembers
 
@@ -100,6 +101,7 @@ def on_typing(gate, s, msg, rid):
             kind == "d" and s.user not in convs.dm_users(conv):
         raise Refused("not_member", f"you are not a member of {conv}")
     take_typing(gate, s, conv)
+    take_window(s, "typing_limit", TYPING_LIMIT, "too many typing notices; wait")
     if kind == "d":
         other = [u for u in convs.dm_users(conv) if u != s.user]
         body = packb({"t": "typing", "conv": conv, "user": s.user})
@@ -122,12 +124,19 @@ def take_typing(gate, s, conv: str) -> None:
 
 
 def take_presence(s) -> None:
-    if s.presence_limit is None:
-        s.presence_limit = Window(*PRESENCE_LIMIT)
-    wait = s.presence_limit.wait_ms()
+    take_window(s, "presence_limit", PRESENCE_LIMIT, "too many presence requests; wait")
+
+
+def take_window(s, slot: str, limit: tuple, reason: str) -> None:
+    """One event off the session's Window in ``slot`` (made on first use), or rate_limited."""
+    window = getattr(s, slot)
+    if window is None:
+        window = Window(*limit)
+        setattr(s, slot, window)
+    wait = window.wait_ms()
     if wait:
-        raise Refused("rate_limited", "too many presence requests; wait", retry_ms=wait)
-    s.presence_limit.take()
+        raise Refused("rate_limited", reason, retry_ms=wait)
+    window.take()
 
 
 def on_presence_sub(gate, s, msg, rid):

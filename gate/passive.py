@@ -45,6 +45,8 @@ class Digests:
         """Its ``joined`` went out: digests start after ``last_seq``."""
         if room in s.passive and s.passive[room] is None:
             s.passive[room] = last_seq
+            if self.top.get(room, 0) > last_seq and room not in self.timers:
+                self._schedule(room)        # what came before its joined: in the next digest
 
     def remove(self, s, room: str):
         """The session is no longer passive in ``room``: its position (or None)."""

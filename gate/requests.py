@@ -69,13 +69,25 @@ def _join_timed_out(gate, p: Pending) -> None:
 
 
 def _focused(gate, p: Pending, rep) -> None:
-    """The backfill went out: live messages above its last_seq follow."""
-    top = unpackb(rep.body).get("last_seq")
-    gate.rooms.joined(p.session, p.env.conv, top if isinstance(top, int) else 0)
+    """The backfill went out: live messages above its last_seq follow. A focus that
+    failed leaves a passive viewer passive where it was (its retry starts there)."""
+    s, room = p.session, p.env.conv
+    position = s.focus_from.pop(room, None)
+    answer = unpackb(rep.body)
+    if answer.get("t") == "history" and isinstance(answer.get("last_seq"), int):
+        gate.rooms.joined(s, room, answer["last_seq"])
+    elif position is not None and room in s.rooms:
+        gate.rooms.back_to_passive(s, room, position)
+    else:
+        gate.rooms.joined(s, room, 0)
 
 
 def _focus_timed_out(gate, p: Pending) -> None:
-    gate.rooms.joined(p.session, p.env.conv, 0)
+    position = p.session.focus_from.pop(p.env.conv, None)
+    if position is not None and p.env.conv in p.session.rooms:
+        gate.rooms.back_to_passive(p.session, p.env.conv, position)
+    else:
+        gate.rooms.joined(p.session, p.env.conv, 0)
 
 
 def _resume_over(gate, p: Pending, rep=None) -> None:

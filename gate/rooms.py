@@ -58,6 +58,12 @@ class Rooms:
         self.active.setdefault(room, {})[s.sid] = s
         return self.digests.remove(s, room)
 
+    def back_to_passive(self, s, room: str, position: int) -> None:
+        """A failed focus: passive again at ``position``, what was held for it dropped."""
+        s.room_hold.pop(room, None)
+        self.join(s, room, passive=True)
+        self.digests.placed(s, room, position)
+
     def leave(self, s, room: str) -> None:
         local = self.members.get(room)
         s.rooms.discard(room)

@@ -68,7 +68,8 @@ class Session:
         "dirty", "draining", "closed", "closing", "bucket", "failed", "seen", "held",
         "replaying", "inflight", "rooms", "json", "room_hold", "blocked", "room_floor",
         "watcher", "on_close", "login_by", "last_rx", "last_conv", "registers",
-        "typed", "watching", "status", "read_sent", "presence_limit", "passive",
+        "typed", "watching", "status", "read_sent", "presence_limit", "typing_limit", "passive",
+        "focus_from",
     )
     tcp = True      # shared frame() bytes fit TCP sessions; gate.ws.WsSession sets False
 
@@ -106,6 +107,8 @@ class Session:
         self.read_sent: dict = {}     # conv -> the last read cursor pushed to the other members
         self.presence_limit = None    # gate.limits.Window of presence_sub + set_status, once asked
         self.passive: dict = {}       # room -> last seq covered (passive viewer: gate/rooms.py)
+        self.typing_limit = None      # gate.limits.Window of typing over all conversations
+        self.focus_from: dict = {}    # room -> passive position while its focus is answered
 
     # -- output -----------------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:

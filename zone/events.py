@@ -24,9 +24,13 @@ def prepare(zone, reqs: list, now_ms: int) -> list:
     if not events:
         return reqs
     records = zone.store.records([(r.conv, r.ref) for r in events])
-    current = {}
+    current, first = {}, {}
     refused = set()
     for r, raw in zip(events, records):
+        again = first.get((r.conv, r.user, r.cid))
+        if again is not None:           # a resend in the same run: the store's dedup answers it
+            r.replaced = again.replaced
+            continue
         key = (r.conv, r.ref)
         target = current.get(key) or (unpackb(raw) if raw is not None else None)
         try:
@@ -37,6 +41,7 @@ def prepare(zone, reqs: list, now_ms: int) -> list:
             continue
         current[key] = updated
         r.replaced = packb(updated)
+        first[(r.conv, r.user, r.cid)] = r
     return [r for r in reqs if id(r) not in refused]
 
 

@@ -51,6 +51,16 @@ class Groups:
             self.cache[conv] = g
         return g
 
+    def peek(self, conv: str) -> Group | None:
+        """The group as cached, else as Redis has it, without caching it: for readers
+        beside the tick worker (zone/live.py), whose load could otherwise overwrite a
+        change the tick worker cached while that load waited on Redis."""
+        g = self.cache.get(conv, self._UNLOADED)
+        if g is self._UNLOADED:
+            loaded = self.db.load(conv)
+            return Group(*loaded) if loaded else self.MISSING
+        return g
+
     def forget(self, moved) -> int:
         """Drop the cached groups for which ``moved(conv)``: another zone wrote them (or
         may yet), so the next use reloads from Redis. How many were dropped."""

@@ -57,11 +57,13 @@ class LiveWork:
 
     def notify(self, user: str, conv: str, body: dict, most: int | None = None) -> None:
         zone = self.zone
-        if zone.table.zone_of(conv) != zone.name or not zone.groups.is_member(conv, user):
+        if zone.table.zone_of(conv) != zone.name:
             return
-        members = zone.groups.members(conv)
-        if most is not None and len(members) > most:
+        group = zone.groups.peek(conv)          # never loads into the tick worker's cache
+        if group is None or user not in group.members:
             return
-        others = [m for m in members if m != user]
+        if most is not None and len(group.members) > most:
+            return
+        others = [m for m in group.members if m != user]
         if others:
             zone.bus.send(zone.center, Notify(others, packb(body), user))

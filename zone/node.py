@@ -311,7 +311,7 @@ class ZoneNode(Node):
             raise Refused("rate_limited", "too many messages; slow down")
         if r.user != "system":
             r.body = self.words.apply(r.body)
-        if r.conv.startswith("r:") and r.user != "system":
+        if r.conv.startswith("r:") and r.user != "system" and not r.kind:   # not edits, recalls
             self.mod.check_room(r.conv, r.user, r.body, now_ms)
 
     def store_sends(self, reqs, now_ms: int) -> None:

@@ -16,6 +16,7 @@ from cluster.convs import dm
 from harness import poll_for
 from dc import keys
 from kit import PASSWORD, Users, admin_cli, fresh, pair, redis_client
+from kit import frame as frame_of
 
 CHAT = {"edit_window": 3, "recall_window": 2, "passive_window": 0.3, "typing_interval": 0.5,
         "receipts_max_members": 3, "typing_max_members": 3}
@@ -442,3 +443,34 @@ def test_every_new_push_over_websocket_json(cluster):
         finally:
             w.ws.close()
         assert a.expect("presence", user=name)["status"] == "offline"
+
+
+def test_a_recall_resent_at_once_and_room_moderation(cluster):
+    """The same recall twice in one write (one zone tick, most likely) answers one ack twice;
+    duplicate suppression and slow mode judge messages, not edits and recalls."""
+    with Users(cluster) as users:
+        room = "r:" + fresh("r")
+        a = users.new("a", 0)
+        a.request("join", room=room)
+        a.send(room, "one")
+        a.send(room, "two")
+        admin_cli(cluster, "dups", room, "60")
+        admin_cli(cluster, "slow", room, "60")
+        c = cid()
+        a.write_raw(b"".join(frame_of({"t": "recall", "rid": rid, "conv": room, "cid": c, "seq": 1})
+                             for rid in (901, 902)))
+        first, again = a.reply(901), a.reply(902)
+        assert first["t"] == "ack" and (again["seq"], again["ts"]) == (first["seq"], first["ts"]), (first, again)
+        assert recall(a, room, 2)["t"] == "ack"             # not "you just said that"
+        assert edit(a, room, first["seq"] - 1, "x")["code"] == "not_found"     # 2 is recalled
+
+
+def test_two_quick_status_changes_both_hold(cluster):
+    with Users(cluster) as users:
+        a = users.new("a", 0)
+        a.write_raw(frame_of({"t": "set_status", "rid": 801, "hidden": True})
+                    + frame_of({"t": "set_status", "rid": 802, "text": "in match"}))
+        assert a.reply(801)["t"] == "ok" and a.reply(802)["t"] == "ok"
+        a.request("logout")
+        again = users.relogin(a.user, gate=1)
+        assert again.welcome["status"] == {"text": "in match", "hidden": True}
