@@ -654,7 +654,8 @@ $('friend-form').addEventListener('submit', async (ev) => {
     notices.text(name === client.user ? 'Pick someone other than yourself.' : explain({ code: 'bad_name' }));
     return;
   }
-  if (await client.addFriend(name)) $('friend-name').value = '';
+  // clear the field only if it still holds this name (another may have been typed meanwhile)
+  if (await client.addFriend(name) && $('friend-name').value.trim() === name) $('friend-name').value = '';
 });
 
 $('status-form').addEventListener('submit', async (ev) => {

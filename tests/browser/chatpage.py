@@ -118,6 +118,7 @@ class ChatPage:
         self.open_drawer()
         self.page.fill("#friend-name", name)
         self.page.click("#friend-btn")
+        expect(self.friend(name)).to_have_count(1)      # accepted (presence_sub answered)
 
     def friend(self, name: str):
         """The friends list's row of ``name`` (its data-status: online, offline or unknown)."""
