@@ -1,10 +1,12 @@
-"""python -m tools.bench {w1,w2,w3,w4} [options]: the benchmark suite.
+"""python -m tools.bench {w1,w2,w3,w4,rtt,idle} [options]: the benchmark suite.
 
 Each workload starts its own cluster (every process pinned to core 0), runs the load
 from this process pinned to core 1, prints a table and writes JSON under reports/bench/.
 The cluster is sized for the one core it gets: one gate and one zone (``--gates``,
 ``--zones``; W4 adds gates for the 20,000-files-per-process limit) beside login, center,
-dc, log and Redis. Every role still runs as its own process.
+dc, log and Redis. Every role still runs as its own process. W2 runs the shipped config's
+topology (2 gates + 2 zones) beside 1+1 (``--topology``) and reports the cluster's CPU per
+DM; ``idle`` measures an idle cluster with no clients and with ``--sessions`` idle ones.
 W1 ``--passive F`` makes a fraction F of the receivers passive viewers (digests),
 ``--compare`` runs all-active and passive side by side (docs/capacity.md, "Passive
 viewers (W1)"); past ``--per-process`` members W1 splits its receivers over subprocesses.
@@ -45,15 +47,29 @@ def parse(argv):
         sp.add_argument("--size", type=int, default=None)
         sp.add_argument("--seconds", type=float, default=8)
         sp.add_argument("--rates", type=_ladder, default=None)
+    idle = sub.add_parser("idle", help="CPU of an idle cluster: no clients, then idle sessions")
+    idle.add_argument("--sessions", type=int, default=10000)
+    idle.add_argument("--seconds", type=float, default=20)
+    idle.add_argument("--settle", type=float, default=5,
+                      help="seconds after the cluster is ready (and after the logins) before measuring")
+    for name in ("w2", "idle"):
+        sub.choices[name].add_argument(
+            "--topology", choices=["default", "1+1", "both"], default="both" if name == "w2" else "default",
+            help="default: the shipped config's 2 gates + 2 zones; 1+1: one gate, one zone")
     for sp in sub.choices.values():
         sp.add_argument("--repeat", type=int, default=3)
-        sp.add_argument("--gates", type=int, default=1, help="gate processes (default 1)")
-        sp.add_argument("--zones", type=int, default=1, help="zone processes (default 1)")
+        sp.add_argument("--gates", type=int, default=None, help="gate processes (default 1; "
+                        "w2 and idle: the --topology)")
+        sp.add_argument("--zones", type=int, default=None, help="zone processes (default 1; "
+                        "w2 and idle: the --topology)")
         sp.add_argument("--redis-cluster", action="store_true",
                         help="store on a Redis Cluster, 3 masters + 3 replicas (Debian's redis-server 7)")
         sp.add_argument("--min-replicas", type=int, default=None,
                         help="redis.min_replicas_acked (default: 1 on --redis-cluster, 0 single)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workload not in ("w2", "idle"):
+        args.gates, args.zones = args.gates or 1, args.zones or 1
+    return args
 
 
 def default_rates(members: int) -> list[float]:
@@ -125,7 +141,8 @@ def _warn_digests(rows: list[dict]) -> None:
 def main(argv=None) -> int:
     args = parse(argv)
     from tools.bench import rtt
-    runner = {"w1": bench_w1, "rtt": rtt.bench_rtt}.get(args.workload)
+    from tools.bench import idle
+    runner = {"w1": bench_w1, "rtt": rtt.bench_rtt, "idle": idle.bench_idle}.get(args.workload)
     if runner is None:
         from tools.bench import workloads
         runner = workloads.RUNNERS[args.workload]

@@ -102,10 +102,15 @@ class BenchCluster:
 
 
 class CpuMeter:
-    """Busy CPU seconds of the cluster's processes and of this generator over an interval."""
+    """Busy CPU seconds of the cluster's processes (the supervisor and Redis included) and
+    of this generator over an interval; ``read()`` also splits the cluster's by process."""
 
     def __init__(self, cluster: BenchCluster):
-        self.procs = [psutil.Process(p) for p in cluster.pids().values()]
+        pids = dict(cluster.pids())
+        if cluster.proc is not None:
+            pids.setdefault("supervisor", cluster.proc.pid)
+        self.named = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.procs = list(self.named.values())
         self.helpers: list = []        # generator subprocesses (W1 past --per-process)
         self.mark()
 
@@ -117,16 +122,17 @@ class CpuMeter:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime + ru.ru_stime + _cpu_of(self.helpers)
 
-    def _server(self) -> float:
-        return _cpu_of(self.procs)
+    def _each(self) -> dict:
+        return {name: _cpu_of([proc]) for name, proc in self.named.items()}
 
     def mark(self) -> None:
-        self.t0, self.s0, self.g0 = time.monotonic(), self._server(), self._self()
+        self.t0, self.e0, self.g0 = time.monotonic(), self._each(), self._self()
 
     def read(self) -> dict:
         wall = time.monotonic() - self.t0
-        return {"wall": wall, "server_busy": (self._server() - self.s0) / wall,
-                "generator_busy": (self._self() - self.g0) / wall}
+        each = {name: (cpu - self.e0.get(name, cpu)) / wall for name, cpu in self._each().items()}
+        return {"wall": wall, "server_busy": sum(each.values()),
+                "generator_busy": (self._self() - self.g0) / wall, "per_process": each}
 
 
 def _cpu_of(procs) -> float:
@@ -139,6 +145,12 @@ def _cpu_of(procs) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def top_processes(per_process: dict, n: int = 4) -> str:
+    """"gate1 31%, zone2 12%, ..." — the busiest cluster processes of a reading."""
+    busiest = sorted(per_process.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {busy:.1%}" for name, busy in busiest)
 
 
 def provision(cfg, names: list[str]) -> dict:

@@ -2,7 +2,7 @@
 ``tools.bench.sources.source(i)`` (a gate takes 1,000 connections per address).
 
 python -m tools.bench.w4_client CONFIG HOST PORT FIRST COUNT
-Prints ``ready <logged_in> <failed>`` once every login is answered, pings every 20 s,
+Prints ``ready <logged_in> <failed>`` once every login is answered, pings every 20 s (staggered),
 and exits when its stdin closes (the parent holds it open while it measures).
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from cluster import config as config_mod, tokens
 from cluster.codec import encode_frame
 from tools.bench.common import login_lean
 from tools.bench.sources import source
+
+PING_EVERY = 20.0
 
 
 def open_session(cfg, addr, i, name, attempts: int = 40):
@@ -58,9 +60,11 @@ def main(argv) -> int:
     ping = encode_frame({"t": "ping"})
 
     def pinger():
+        """Each session every 20 s, spread evenly over the 20 s (as clients are)."""
         while True:
-            gevent.sleep(20)
-            for s in socks:
+            gap = PING_EVERY / max(1, len(socks))
+            for s in list(socks):
+                gevent.sleep(gap)
                 try:
                     s.sendall(ping)
                 except OSError:

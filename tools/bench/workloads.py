@@ -1,9 +1,11 @@
 """W2 direct messages, W3 broadcast, W4 connections (W1 lives in w1_room.py)."""
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -61,7 +63,7 @@ class Peer:
 def w2_step(peers, rate, seconds, meter) -> dict:
     """Send at ``rate`` for ``seconds``, then wait up to 5 s for the last acks. acks_s:
     acked messages per second of the sending window (a step with any unanswered fails);
-    CPU is read when sending ends."""
+    CPU is read when sending ends; cpu_us is the cluster's busy core-µs per acked DM."""
     for p in peers:
         p.lat.clear()
     m0, e0 = sum(p.msgs for p in peers), sum(p.errors for p in peers)
@@ -74,13 +76,20 @@ def w2_step(peers, rate, seconds, meter) -> dict:
     common_wait(lambda: not any(p.sent_at for p in peers), 5.0)
     lat = [x for p in peers for x in p.lat]
     acked = len(lat)
-    return {"rate": rate, "acked": acked, "acks_s": acked / (until - start),
+    acks_s = acked / (until - start)
+    return {"rate": rate, "acked": acked, "acks_s": acks_s,
             "delivered": sum(p.msgs for p in peers) - m0,
             "errors": sum(p.errors for p in peers) - e0, "unanswered": sum(len(p.sent_at) for p in peers),
             "p50_ms": common.percentile(lat, 50), "p99_ms": common.percentile(lat, 99),
-            "server_busy": cpu["server_busy"], "gen_busy": cpu["generator_busy"],
-            "valid": cpu["generator_busy"] <= 0.9, "ratio": 1.0, "deliveries_s": acked / (until - start),
-            "per_core_s": acked / (until - start) / max(cpu["server_busy"], 1e-9)}
+            "server_busy": cpu["server_busy"], "cpu_us": cpu["server_busy"] * 1e6 / max(acks_s, 1e-9),
+            "gen_busy": cpu["generator_busy"], "top": common.top_processes(cpu["per_process"]),
+            "per_process": cpu["per_process"],
+            "valid": cpu["generator_busy"] <= 0.9, "ratio": 1.0, "deliveries_s": acks_s,
+            "per_core_s": acks_s / max(cpu["server_busy"], 1e-9)}
+
+
+def w2_passes(row: dict) -> bool:
+    return row["p99_ms"] < 50 and not row["errors"] and not row["unanswered"]
 
 
 def common_wait(pred, timeout: float) -> None:
@@ -102,28 +111,68 @@ def w2_run(cl, tokens, rates, seconds) -> list[dict]:
     for rate in rates:
         row = w2_step(peers, rate, seconds, meter)
         rows.append(row)
-        if row["p99_ms"] >= 50 or row["errors"] or row["unanswered"]:
+        if not w2_passes(row):
             break
     return rows
 
 
+W2_RATES = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 15000, 20000, 30000]
+W2_COLS = ["rate", "acked", "acks_s", "delivered", "errors", "p50_ms", "p99_ms", "server_busy",
+           "cpu_us", "gen_busy", "valid", "top"]
+W2_SUMMARY = ["topology", "runs", "knee", "knee_p99", "cpu_us_500", "cpu_us_2000", "cpu_us_knee",
+              "busy_500", "busy_knee"]
+
+
 def bench_w2(args) -> int:
+    """W2 on each topology of ``--topology`` (the default config's 2 gates + 2 zones beside
+    1+1), repeats alternating between them; a table per run, then medians per topology."""
     pairs = args.size or 500
-    rates = args.rates or [2000, 5000, 10000, 15000, 20000]
-    caps, summary = [], []
+    rates = args.rates or W2_RATES
+    runs: dict = {}
+    summary = []
     for rep in range(args.repeat):
-        rows = _with_cluster(args, lambda c, t: w2_run(c, t, rates, args.seconds), 2 * pairs,
-                             extra={"gate": {"send_rate": 30, "send_burst": 60}})
-        print(f"\nW2 pairs={pairs} run {rep + 1}/{args.repeat}")
-        print(common.table(rows, ["rate", "acked", "acks_s", "delivered", "errors", "p50_ms", "p99_ms",
-                                  "server_busy", "gen_busy", "valid"]))
-        ok = [r for r in rows if r["p99_ms"] < 50 and not r["errors"] and not r["unanswered"]]
-        caps.append(max(ok, key=lambda r: r["acks_s"]) if ok else None)
-        summary.extend(dict(r, run=rep) for r in rows)
-    _print_median("W2 (p99 < 50 ms)", pairs, caps, args, unit="acked msgs/s")
+        for label, gates, zones in topologies(args):
+            one = argparse.Namespace(**{**vars(args), "gates": gates, "zones": zones})
+            rows = _with_cluster(one, lambda c, t: w2_run(c, t, rates, args.seconds), 2 * pairs,
+                                 extra={"gate": {"send_rate": 30, "send_burst": 60}})
+            print(f"\nW2 pairs={pairs} {label} ({gates} gate(s), {zones} zone(s)) run {rep + 1}/{args.repeat}")
+            print(common.table(rows, W2_COLS))
+            runs.setdefault(label, []).append(rows)
+            summary.extend(dict(r, run=rep, topology=label) for r in rows)
+    print(f"\nW2 pairs={pairs}: medians over runs (knee: highest acked msgs/s with p99 < 50 ms; "
+          "cpu_us: cluster core-µs per DM)")
+    print(common.table([w2_summary(label, rows) for label, rows in runs.items()], W2_SUMMARY))
     print("report:", common.write_report("w2", summary, {"pairs": pairs, "rates": rates,
-                                                         "gates": args.gates, "zones": args.zones}))
+                                                         "topologies": [t[0] for t in topologies(args)]}))
     return 0
+
+
+def topologies(args) -> list[tuple[str, int, int]]:
+    """(label, gates, zones): ``--gates``/``--zones`` name one; else ``--topology``."""
+    if args.gates or args.zones:
+        gates, zones = args.gates or 1, args.zones or 1
+        return [(f"{gates}+{zones}", gates, zones)]
+    return [t for t in TOPOLOGIES if args.topology in ("both", t[0])]
+
+
+TOPOLOGIES = [("default", 2, 2), ("1+1", 1, 1)]
+
+
+def w2_summary(label: str, runs: list[list[dict]]) -> dict:
+    """Medians over runs: the knee, and CPU per DM at 500/s, 2,000/s and at the knee."""
+    knees = [max((r for r in rows if w2_passes(r)), key=lambda r: r["acks_s"], default=None)
+             for rows in runs]
+    at = lambda rate, key: _median([r[key] for rows in runs for r in rows if r["rate"] == rate])
+    got = [k for k in knees if k]
+    return {"topology": label, "runs": len(runs), "knee": _median([k["acks_s"] for k in got]),
+            "knee_p99": _median([k["p99_ms"] for k in got]),
+            "cpu_us_500": at(500, "cpu_us"), "cpu_us_2000": at(2000, "cpu_us"),
+            "cpu_us_knee": _median([k["cpu_us"] for k in got]),
+            "busy_500": at(500, "server_busy"), "busy_knee": _median([k["server_busy"] for k in got])}
+
+
+def _median(values: list) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 # -- W3: one broadcast to every session ---------------------------------------------------
