@@ -37,7 +37,7 @@ from cluster.links import Link
 log = logging.getLogger("zonechat.bus")
 
 RECV_BATCH = 64            # batches handled before yielding to other greenlets
-LOG_FLUSH = 0.02           # seconds: records wait this long to travel in bigger batches
+LOG_FLUSH = 0.1            # seconds: records wait this long to travel in bigger batches
 
 
 class Bus:

@@ -102,8 +102,10 @@ def traffic(cluster):
 def test_every_node_is_scraped_with_node_and_role_labels(cluster, traffic):
     def counted():
         s = scrape(cluster)
-        return s if value(s, "zonechat_gate_ack_seconds_count") >= 3 else None
-    samples = poll_for(counted, WAIT, "three acks in the gates' histograms")
+        done = (value(s, "zonechat_gate_ack_seconds_count") >= 3
+                and value(s, "zonechat_log_records_received_total") > 0)   # records travel per 100 ms
+        return s if done else None
+    samples = poll_for(counted, WAIT, "three acks in the gates' histograms, records at the log role")
     for node, role in ROLES.items():
         assert value(samples, "zonechat_node_up", node=node, role=role) == 1, node
         assert value(samples, f"zonechat_{role}_bus_queued", node=node) >= 0

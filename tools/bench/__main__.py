@@ -50,6 +50,8 @@ def parse(argv):
     idle = sub.add_parser("idle", help="CPU of an idle cluster: no clients, then idle sessions")
     idle.add_argument("--sessions", type=int, default=10000)
     idle.add_argument("--seconds", type=float, default=20)
+    idle.add_argument("--ping-every", type=float, default=20.0,
+                      help="seconds between two pings of one session (0: none)")
     idle.add_argument("--settle", type=float, default=5,
                       help="seconds after the cluster is ready (and after the logins) before measuring")
     for name in ("w2", "idle"):

@@ -5,7 +5,7 @@ python -m tools.bench idle [--sessions 10000] [--seconds 20] [--topology default
 Each run starts a fresh pinned cluster, waits ``--settle`` seconds after it is ready, and
 reads the busy CPU of every cluster process (supervisor and Redis included) over
 ``--seconds``; then it logs the sessions in, spread over the gates by W4's generator
-processes (each session pings every 20 s, staggered, as clients do), waits ``--settle``
+processes (each session pings every ``--ping-every`` s, 20 by default, staggered, as clients do), waits ``--settle``
 after the last login and measures again. Prints per-run tables with the busiest
 processes, then medians.
 """
@@ -32,7 +32,7 @@ def measure(cl, seconds: float) -> dict:
             "top": common.top_processes(cpu["per_process"]), "per_process": cpu["per_process"]}
 
 
-def hold_sessions(cl, total: int) -> tuple[list, int]:
+def hold_sessions(cl, total: int, ping_every: float = 20.0) -> tuple[list, int]:
     """W4 generator processes holding ``total`` sessions over the gates; (procs, held)."""
     gates = sorted(cl.cfg.nodes_of("gate"), key=lambda n: n.name)
     per_gate, procs, first = -(-total // len(gates)), [], 0
@@ -40,7 +40,7 @@ def hold_sessions(cl, total: int) -> tuple[list, int]:
         n = min(per_gate, total - first)
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tools.bench.w4_client", cl.config_path, g.host,
-             str(g.tcp_port), str(first), str(n)],
+             str(g.tcp_port), str(first), str(n), str(ping_every)],
             cwd=common.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))      # on the load core: pinned as this process is
         first += n
     held = 0
@@ -62,11 +62,12 @@ def release(procs: list) -> None:
             p.wait()
 
 
-def idle_run(cl, label: str, sessions: int, seconds: float, settle: float) -> list[dict]:
+def idle_run(cl, label: str, sessions: int, seconds: float, settle: float,
+             ping_every: float) -> list[dict]:
     time.sleep(settle)                  # past start-up work (the cluster is ready already)
     rows = [{"topology": label, "sessions": 0, "held": 0, **measure(cl, seconds)}]
     if sessions:
-        procs, held = hold_sessions(cl, sessions)
+        procs, held = hold_sessions(cl, sessions, ping_every)
         try:
             time.sleep(settle)
             rows.append({"topology": label, "sessions": sessions, "held": held, **measure(cl, seconds)})
@@ -82,7 +83,8 @@ def bench_idle(args) -> int:
         for label, gates, zones in topologies(args):
             one = argparse.Namespace(**{**vars(args), "gates": gates, "zones": zones})
             rows = _with_cluster(one, lambda c, t: idle_run(c, label, args.sessions, args.seconds,
-                                                            args.settle), args.sessions)
+                                                            args.settle, args.ping_every),
+                                 args.sessions)
             print(f"\nidle {label} ({gates} gate(s), {zones} zone(s)) run {rep + 1}/{args.repeat}")
             print(common.table(rows, COLS))
             for row in rows:

@@ -1,8 +1,9 @@
 """One W4 generator process: hold N logged-in idle sessions to one gate, user i from
 ``tools.bench.sources.source(i)`` (a gate takes 1,000 connections per address).
 
-python -m tools.bench.w4_client CONFIG HOST PORT FIRST COUNT
-Prints ``ready <logged_in> <failed>`` once every login is answered, pings every 20 s (staggered),
+python -m tools.bench.w4_client CONFIG HOST PORT FIRST COUNT [PING_EVERY]
+Prints ``ready <logged_in> <failed>`` once every login is answered, pings each session
+every PING_EVERY seconds (default 20, staggered; 0: never),
 and exits when its stdin closes (the parent holds it open while it measures).
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def open_session(cfg, addr, i, name, attempts: int = 40):
 
 
 def main(argv) -> int:
-    path, host, port, first, count = argv
+    path, host, port, first, count, *rest = argv
+    every = float(rest[0]) if rest else PING_EVERY
     cfg = config_mod.load(path)
     first, count, addr = int(first), int(count), (host, int(port))
     socks, failed = [], 0
@@ -60,16 +62,17 @@ def main(argv) -> int:
     ping = encode_frame({"t": "ping"})
 
     def pinger():
-        """Each session every 20 s, spread evenly over the 20 s (as clients are)."""
+        """Each session every ``every`` s, spread evenly over the period (as clients are)."""
         while True:
-            gap = PING_EVERY / max(1, len(socks))
+            gap = every / max(1, len(socks))
             for s in list(socks):
                 gevent.sleep(gap)
                 try:
                     s.sendall(ping)
                 except OSError:
                     pass
-    gevent.spawn(pinger)
+    if every > 0:
+        gevent.spawn(pinger)
     gevent.get_hub().threadpool.apply(sys.stdin.read)
     return 0
 
