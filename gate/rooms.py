@@ -3,7 +3,8 @@
 Center sends a room or ``sys`` message once per interested gate (``rdlv``); the gate
 frames it once and sends the same bytes to every local member, several messages per
 send() when they come close together (a room fans out at most once per window, which
-grows with its audience up to 50 ms). A member that falls behind gets a live queue whose
+grows with its audience and with what its fan-outs cost, up to 50 ms; a quiet room's
+message goes out in the tick it came). A member that falls behind gets a live queue whose
 oldest frames drop first. Passive viewers (gate/passive.py) are members but no fan-out
 targets: they get a digest per window. The gate tells center its member count
 per room whenever it changes, so center knows which gates need which rooms and can
@@ -19,8 +20,20 @@ from cluster.codec import frame
 from cluster.envelopes import RoomCount
 from gate.passive import Digests
 
-WINDOW_PER_MEMBER = 20e-6     # seconds of fan-out window per local member
+WINDOW_PER_MEMBER = 20e-6     # seconds of fan-out window per local member, at most
+DUTY = 3.0                    # ... and at most DUTY x what the room's fan-outs take
 MAX_WINDOW = 0.05             # never hold a room message longer than this
+
+
+def fanout_window(members: int, cost: float) -> float:
+    """Seconds between two fan-outs of a room with ``members`` local targets whose
+    fan-outs take ``cost`` seconds (smoothed)."""
+    return min(MAX_WINDOW, members * WINDOW_PER_MEMBER, DUTY * cost)
+
+
+def smoothed(previous: float | None, took: float) -> float:
+    """The fan-out cost a room goes by: half the last one, half the history."""
+    return took if previous is None else (previous + took) / 2
 
 
 class Rooms:
@@ -32,6 +45,7 @@ class Rooms:
         self.dropped = 0
         self.pending: dict = {}      # room -> [(seq, record, sender)] not fanned out yet
         self.last_flush: dict = {}   # room -> monotonic time of its last fan-out
+        self.cost: dict = {}         # room -> seconds its fan-outs take (smoothed)
         self.timers: dict = {}       # room -> the libev timer of its next fan-out
         self._ws: dict = {}          # per-message WebSocket encodings, this flush only
 
@@ -78,6 +92,7 @@ class Rooms:
         if not local:
             del self.members[room]
             self.last_flush.pop(room, None)
+            self.cost.pop(room, None)
         self._count_changed(room)
 
     def leave_all(self, s) -> None:
@@ -114,11 +129,13 @@ class Rooms:
         entries.append((seq, record, sender))
 
     def window(self, conv: str) -> float:
-        """A room fans out at most once per window, which grows with its local audience:
-        each fan-out costs a send() per member, so a big room batches more messages per
-        send (at most MAX_WINDOW of added latency) and a small one is not held at all."""
+        """A room fans out at most once per window: the smaller of what its audience
+        suggests (each fan-out costs a send() per member, so a big room batches more
+        messages per send) and DUTY times what its fan-outs take now (a cheap fan-out is
+        not held the audience's full window), never past MAX_WINDOW. A message after a
+        quiet spell goes out in the tick it came."""
         members = len(self.gate.users) if conv == "sys" else len(self.active.get(conv, ()))
-        return min(MAX_WINDOW, members * WINDOW_PER_MEMBER)
+        return fanout_window(members, self.cost.get(conv, 0.0))
 
     def _schedule(self, conv: str) -> None:
         loop = gevent.get_hub().loop
@@ -134,10 +151,12 @@ class Rooms:
         pending gets the joined bytes in one send() (the fast path)."""
         self.timers.pop(conv, None)
         entries = self.pending.pop(conv, None)
-        self.last_flush[conv] = time.monotonic()
+        started = self.last_flush[conv] = time.monotonic()
         if not entries:
             return
         counts = self.fan_out(conv, entries)
+        took = time.monotonic() - started
+        self.cost[conv] = smoothed(self.cost.get(conv), took)
         for (_seq, record, _sender), count in zip(entries, counts):
             if count:
                 self.gate.frames_out += count

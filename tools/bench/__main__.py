@@ -87,7 +87,7 @@ def best(rows: list[dict]) -> dict | None:
 
 
 W1_COLS = ["rate", "sent", "ratio", "deliveries_s", "p50_ms", "p99_ms", "server_busy",
-           "per_core_s", "gen_busy", "valid"]
+           "per_core_s", "gen_busy", "valid", "top"]
 W1_PASSIVE_COLS = ["rate", "sent", "passive", "active_msgs", "ratio", "digests", "deliveries_s",
                    "passive_cover", "digest_gaps", "p50_ms", "p99_ms", "server_busy",
                    "per_core_s", "gen_busy", "valid"]

@@ -1,7 +1,9 @@
 """W1 room fan-out: M members in one room, S senders, total rate stepped up.
 
 Receivers only count frames; senders are the probes: they decode what they get and time
-``send -> msg`` of the others' messages (the sender's timestamp rides in the body). A step
+``send -> msg`` of the others' messages (the sender's timestamp rides in the body) to the
+kernel's receive time of the data (SO_TIMESTAMPNS), not to when this busy generator got
+round to reading it. A step
 passes while delivered >= 99.9% and p99 < 250 ms; the capacity is the last passing step's
 deliveries per second. A step is marked invalid (a lower bound only) when the generator's
 own core was above 90% busy.
@@ -24,7 +26,9 @@ import itertools
 import json
 import os
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -32,7 +36,7 @@ import time
 import gevent
 
 from cluster.codec import FrameReader, encode_frame, unpackb
-from tools.bench.common import REPO, FrameCounter, login_lean, percentile
+from tools.bench.common import REPO, FrameCounter, login_lean, percentile, top_processes
 from tools.bench.sources import connect
 
 ROOM = "r:bench"
@@ -140,11 +144,15 @@ class Sender:
         self.cids = itertools.count()
 
     def run(self) -> None:
+        """Time each msg from its body's ts to the kernel's receive time of the data
+        (SO_TIMESTAMPNS), so the generator's own delay in reading it is not counted."""
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        space = socket.CMSG_SPACE(_TS.size)
         while True:
-            data = self.sock.recv(262144)
+            data, anc, _flags, _addr = self.sock.recvmsg(262144, space)
             if not data:
                 return
-            now = time.time() * 1000
+            now = arrival(anc) * 1000
             for body in self.reader.feed(data):
                 m = unpackb(body)
                 t = m.get("t")
@@ -160,6 +168,19 @@ class Sender:
         body = {"ts": time.time() * 1000, "pad": "x" * 40}
         self.sock.sendall(encode_frame({"t": "send", "rid": next(self.cids) + 10, "conv": ROOM,
                                         "cid": f"{self.user}-{next(self.cids)}", "body": body}))
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TS = struct.Struct("@qq")
+
+
+def arrival(ancillary) -> float:
+    """The kernel's receive time (seconds) in recvmsg's ancillary data; now if none."""
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TS.size:
+            sec, nsec = _TS.unpack(raw[:_TS.size])
+            return sec + nsec / 1e9
+    return time.time()
 
 
 def pace(sender, interval: float, until: float, phase: float = 0.0, start: float | None = None,
@@ -436,7 +457,8 @@ def _plain_row(groups, senders, base, rate, seconds, meter) -> dict:
             "deliveries_s": delivered / wall, "p50_ms": percentile(lat, 50),
             "p99_ms": percentile(lat, 99), "server_busy": cpu["server_busy"],
             "per_core_s": delivered / wall / max(cpu["server_busy"], 1e-9),
-            "gen_busy": cpu["generator_busy"], "valid": cpu["generator_busy"] <= 0.9}
+            "gen_busy": cpu["generator_busy"], "valid": cpu["generator_busy"] <= 0.9,
+            "top": top_processes(cpu.get("per_process", {}), 3)}
 
 
 # -- a run --------------------------------------------------------------------------------
